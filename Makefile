@@ -1,0 +1,41 @@
+# deelit — the two commands a newcomer needs:
+#   make image   set up the host, then build the default image (PROFILE=pupil)
+#   make test    set up the host, then run lint and the whole test suite
+PROFILE ?= pupil
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+DEELIT  := $(VENV)/bin/deelit
+PYTEST_ARGS ?=
+
+.PHONY: setup host-packages python image test test-quick lint clean
+
+setup: host-packages python
+
+host-packages:
+	./scripts/install-host-packages host-packages.txt
+
+python: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+image: setup
+	$(DEELIT) build $(PROFILE)
+
+lint: python
+	$(VENV)/bin/ruff check provisioner tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/ansible-lint --profile production roles
+
+test: setup lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-quick: python
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,7 @@
+"""CLI commands of the agent area, registered on the main `deelit` app by cli.py."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Adds this area's commands to the main app (nothing yet)."""

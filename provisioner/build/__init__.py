@@ -1,0 +1,1 @@
+"""Build pipeline: profile -> root tree -> Ansible roles -> artifacts -> manifest."""

@@ -1,0 +1,1 @@
+"""Artifact writers, one module per format."""

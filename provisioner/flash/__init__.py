@@ -1,0 +1,1 @@
+"""USB flashing: block maps, target discovery and safety, parallel verified writing."""

@@ -1,0 +1,1 @@
+"""PXE station: proxy-DHCP + TFTP (dnsmasq), iPXE scripts, HTTP artifacts."""

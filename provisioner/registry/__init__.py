@@ -1,0 +1,1 @@
+"""Device registry: models, storage, HTTP API, loan-system exports, labels."""
