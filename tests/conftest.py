@@ -23,6 +23,11 @@ def hardware_fixtures() -> Path:
     return HARDWARE_FIXTURES
 
 
-def needs_root() -> pytest.MarkDecorator:
-    """Skip marker for tests that mount, chroot or create devices."""
-    return pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts, chroot, devices)")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `root` mount, chroot or create devices: skip them, saying why, without root."""
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root (mounts, chroot, loop devices, namespaces)")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)
