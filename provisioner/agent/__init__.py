@@ -1,1 +1,1 @@
-"""Runs on the laptop: inventory, health, wipe, install, report. Imports nothing from build or netboot."""
+"""Runs on the laptop: inventory, health, wipe. Imports nothing from build, netboot, registry."""
