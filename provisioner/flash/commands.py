@@ -1,7 +1,279 @@
-"""CLI commands of the flash area, registered on the main `deelit` app by cli.py."""
+"""CLI of the flash area: `deelit flash`, `deelit flash --list`, `deelit bmap create`."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from provisioner.errors import DeelitError
+from provisioner.flash import bmap as bm
+from provisioner.flash import targets as tg
+from provisioner.flash import writer
+from provisioner.flash.source import Source, open_source
+
+out = Console()
+err = Console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Adds this area's commands to the main app (nothing yet)."""
+    """Adds `flash` and the `bmap` sub-app to the main app."""
+    app.command("flash")(flash_command)
+    bmap_app = typer.Typer(help="Block maps in bmaptool's XML format.", no_args_is_help=True)
+    bmap_app.command("create")(bmap_create)
+    app.add_typer(bmap_app, name="bmap")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def flash_command(
+    image: Annotated[Path | None, typer.Argument(help="Raw image or .img.zst")] = None,
+    target: Annotated[list[str] | None, typer.Argument(help="Sticks, e.g. /dev/sdb")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before writing")] = False,
+    no_verify: Annotated[bool, typer.Option("--no-verify",
+                                            help="Skip reading the targets back")] = False,
+    bmap: Annotated[Path | None, typer.Option("--bmap", help="Block map (default: beside "
+                                              "the image)")] = None,
+    to_file: Annotated[bool, typer.Option("--to-file", help="Allow image files as "
+                                          "targets")] = False,
+    allow_fixed: Annotated[bool, typer.Option("--allow-fixed", help="Allow non-removable "
+                                              "disks")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Result as JSON on stdout, no "
+                                          "progress")] = False,
+    list_: Annotated[bool, typer.Option("--list", help="Show candidate targets")] = False,
+    verify_only: Annotated[bool, typer.Option("--verify-only", help="Only compare the "
+                                              "targets with the image; write nothing")] = False,
+) -> None:
+    """Write IMAGE to every TARGET at once (only the mapped blocks), then read each back."""
+    if list_:
+        _list(as_json)
+        return
+    if image is None or not target:
+        raise DeelitError("give an IMAGE and at least one TARGET (see `deelit flash --list`)")
+    source = open_source(image, bmap)
+    if verify_only:
+        _verify_only(source, target, as_json)
+        return
+    try:
+        accepted = tg.check(target, image_size=source.bmap.image_size, source=source.path,
+                            allow_fixed=allow_fixed, to_file=to_file)
+    except tg.TargetRefused as exc:
+        if as_json:
+            print(json.dumps({"ok": False, "refused": [
+                {"target": r.path, "reason": r.reason} for r in exc.refusals]}))
+        raise
+    if not yes:
+        _confirm(source, accepted)
+    result = _run(source, accepted, verify=not no_verify, show_progress=not as_json)
+    if as_json:
+        print(json.dumps(_result_json(source, result), indent=2))
+    else:
+        _summary(source, result)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _list(as_json: bool) -> None:
+    cands = tg.candidates()
+    if as_json:
+        print(json.dumps([{"path": str(c.path), "size": c.size, "model": c.model,
+                           "serial": c.serial, "transport": c.transport,
+                           "removable": c.removable, "read_only": c.read_only,
+                           "mountpoints": c.mountpoints, "usable": c.refusal is None,
+                           "refusal": c.refusal} for c in cands], indent=2))
+        return
+    table = Table(title="Flash targets")
+    for col in ("device", "size", "model", "serial", "bus", "usable"):
+        table.add_column(col)
+    for c in cands:
+        usable = "[green]yes[/]" if c.refusal is None else f"[yellow]no[/]: {c.refusal}"
+        table.add_row(str(c.path), _size(c.size), c.model or "", c.serial or "",
+                      c.transport or "", usable)
+    out.print(table)
+
+
+def _confirm(source: Source, accepted: list[tg.Target]) -> None:
+    table = Table(title=f"About to write {source.path.name} "
+                        f"({_size(source.bmap.mapped_bytes)} mapped) to:")
+    for col in ("target", "model", "serial", "size"):
+        table.add_column(col)
+    for t in accepted:
+        table.add_row(str(t.path), t.model or "", t.serial or "",
+                      _size(t.size) if t.size else "new file")
+    err.print(table)
+    if not typer.confirm(f"Everything on these {len(accepted)} target(s) will be lost. Write?",
+                         default=False, err=True):
+        raise DeelitError("cancelled; nothing was written")
+
+
+def _run(source: Source, accepted: list[tg.Target], *, verify: bool,
+         show_progress: bool) -> writer.FlashResult:
+    """Runs the flash in a worker thread so this one can draw progress and catch Ctrl-C."""
+    cancel = threading.Event()
+    box: dict[str, Any] = {}
+    started = threading.Event()
+
+    def on_start(states: list[writer.TargetState]) -> None:
+        box["states"] = states
+        started.set()
+
+    def work() -> None:
+        try:
+            box["result"] = writer.flash(source, accepted, verify=verify, cancel=cancel,
+                                         on_start=on_start)
+        except BaseException as exc:  # handed to the main thread
+            box["error"] = exc
+        finally:
+            started.set()
+
+    th = threading.Thread(target=work, name="flash", daemon=True)
+    th.start()
+    try:
+        started.wait()
+        if show_progress and "states" in box:
+            _progress(box["states"], th)
+        th.join()
+    except KeyboardInterrupt:
+        cancel.set()
+        th.join()
+        raise DeelitError("interrupted: the targets are incomplete and will not boot; "
+                          "flash them again", exit_code=130) from None
+    if "error" in box:
+        exc = box["error"]
+        if isinstance(exc, KeyboardInterrupt):
+            raise DeelitError("interrupted: the targets are incomplete; flash them again",
+                              exit_code=130)
+        raise exc
+    result: writer.FlashResult = box["result"]
+    return result
+
+
+def _progress(states: list[writer.TargetState], th: threading.Thread) -> None:
+    columns = (TextColumn("{task.description}"), TextColumn("[cyan]{task.fields[phase]:>7}"),
+               BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=False) as progress:
+        tasks: list[tuple[TaskID, writer.TargetState]] = [
+            (progress.add_task(s.target.label, total=s.total, phase="write"), s)
+            for s in states]
+        phases = {tid: "write" for tid, _ in tasks}
+        while True:
+            alive = th.is_alive()
+            for tid, s in tasks:
+                if s.phase == "verify" and phases[tid] != "verify":
+                    progress.reset(tid, total=s.total)  # new phase: fresh speed and ETA
+                phases[tid] = s.phase
+                done = s.verified if s.phase == "verify" else s.written
+                if s.phase == "done":
+                    done = s.total
+                progress.update(tid, completed=done, phase=s.phase)
+            if not alive:
+                break
+            time.sleep(0.2)
+
+
+def _state_json(s: writer.TargetState) -> dict[str, Any]:
+    t = s.target
+    return {"target": str(t.path), "model": t.model, "serial": t.serial, "size": t.size,
+            "ok": s.ok, "verified": s.verified_ok, "error": s.error,
+            "bytes_written": s.written, "write_seconds": round(s.write_seconds, 3),
+            "verify_seconds": round(s.verify_seconds, 3),
+            "mismatched_ranges": [f"{a}-{b}" for a, b in s.mismatches]}
+
+
+def _result_json(source: Source, result: writer.FlashResult) -> dict[str, Any]:
+    return {"ok": result.ok, "image": str(source.path),
+            "bmap": str(source.bmap_path) if source.bmap_path else None,
+            "image_size": source.bmap.image_size, "mapped_bytes": source.bmap.mapped_bytes,
+            "verified": result.verify, "source_error": result.source_error,
+            "targets": [_state_json(s) for s in result.states]}
+
+
+def _summary(source: Source, result: writer.FlashResult) -> None:
+    table = Table(title=f"{source.path.name}: {_size(source.bmap.mapped_bytes)} mapped of "
+                        f"{_size(source.bmap.image_size)}")
+    for col in ("target", "model", "serial", "result", "write", "verify"):
+        table.add_column(col)
+    for s in result.states:
+        if s.error:
+            verdict = f"[red]FAILED[/]: {s.error}"
+        elif s.verified_ok:
+            verdict = "[green]ok, verified[/]"
+        else:
+            verdict = "[yellow]written, NOT verified[/]"
+        rate = s.written / s.write_seconds / 1e6 if s.write_seconds else 0.0
+        table.add_row(str(s.target.path), s.target.model or "", s.target.serial or "",
+                      verdict, f"{s.write_seconds:.1f} s ({rate:.0f} MB/s)",
+                      f"{s.verify_seconds:.1f} s" if s.verified_ok is not None else "-")
+    out.print(table)
+    if result.source_error:
+        out.print(f"[red]source image problem:[/] {result.source_error}")
+    if not result.verify:
+        out.print("[yellow]--no-verify: the targets were not read back; they are not "
+                  "verified.[/]")
+
+
+def _verify_only(source: Source, paths: list[str], as_json: bool) -> None:
+    accepted = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError as exc:
+            raise DeelitError(f"{p}: {exc.strerror}") from exc
+        if not (stat.S_ISBLK(st.st_mode) or stat.S_ISREG(st.st_mode)):
+            raise DeelitError(f"{p} is neither a block device nor a file")
+        accepted.append(tg.Target(path=Path(p), is_file=stat.S_ISREG(st.st_mode),
+                                  size=st.st_size))
+    states = writer.verify(source, accepted)
+    result = writer.FlashResult(states, verify=True)
+    if as_json:
+        print(json.dumps(_result_json(source, result), indent=2))
+    else:
+        _summary(source, result)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def bmap_create(
+    image: Annotated[Path, typer.Argument(help="Raw (uncompressed) image")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the "
+                                                "map ('-': stdout; default: NAME.bmap "
+                                                "beside the image)")] = None,
+) -> None:
+    """Make the block map of a raw image in bmaptool's format (SHA-256 per range)."""
+    if image.name.endswith(".zst"):
+        raise DeelitError(f"{image} is compressed; make the map from the raw image before "
+                          f"compressing it")
+    if not image.is_file():
+        raise DeelitError(f"image {image} does not exist or is not a regular file")
+    block_map = bm.create(image)
+    if output is not None and str(output) == "-":
+        sys.stdout.write(block_map.to_xml())
+        return
+    if output is None:
+        stem = image.name[:-4] if image.name.endswith(".img") else image.name
+        output = image.with_name(stem + ".bmap")
+    block_map.write(output)
+    pct = 100 * block_map.mapped_bytes / block_map.image_size if block_map.image_size else 0
+    err.print(f"wrote {output}: {len(block_map.ranges)} ranges, "
+              f"{_size(block_map.mapped_bytes)} mapped ({pct:.1f} %) of "
+              f"{_size(block_map.image_size)}")

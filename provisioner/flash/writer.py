@@ -1,0 +1,445 @@
+"""Writes one image to many targets at once and reads every target back.
+
+One reader thread reads each mapped span of the source once (raw or zstd), checks it against
+the map's SHA-256, and hands the same aligned buffer to one writer thread per target. Each
+writer zeroes the image's first span, writes the rest, writes the first span last (so a stick
+cut off midway carries no partition table and does not look usable), and flushes. Then each
+target is read back past the page cache (O_DIRECT, else fadvise DONTNEED) and every range is
+compared with its checksum. A failing target is reported; the others carry on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import hashlib
+import mmap
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from provisioner.errors import DeelitError
+from provisioner.flash import bmap as bm
+from provisioner.flash.source import Source, spans
+from provisioner.flash.targets import Target
+
+CHUNK = 8 << 20  # large aligned writes: fewer syscalls, whole erase blocks on sticks
+QUEUE_DEPTH = 4  # chunks buffered per target; the slowest target paces the reader
+ALIGN = 4096  # O_DIRECT alignment that covers 512e and 4Kn sticks
+
+
+@dataclass
+class TargetState:
+    """Live progress and the outcome for one target (read by the progress display)."""
+
+    target: Target
+    total: int
+    phase: str = "waiting"  # waiting, write, flush, verify, done, failed
+    written: int = 0
+    verified: int = 0
+    error: str | None = None
+    mismatches: list[tuple[int, int]] = field(default_factory=list)  # (first, last) blocks
+    write_seconds: float = 0.0
+    verify_seconds: float = 0.0
+    verified_ok: bool | None = None  # None: not verified
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.verified_ok is not False
+
+
+@dataclass
+class FlashResult:
+    states: list[TargetState]
+    verify: bool
+    source_error: str | None = None
+    read_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.source_error is None and all(s.ok for s in self.states)
+
+
+class _Chunk:
+    """One source span in a pool buffer, released when every live target has written it."""
+
+    def __init__(self, buf: mmap.mmap, offset: int, length: int, release: Callable[[], None]):
+        self.view = memoryview(buf)[:length]
+        self.offset = offset
+        self.length = length
+        self._refs = 0
+        self._lock = threading.Lock()
+        self._release = release
+
+    def share(self, n: int) -> None:
+        self._refs = n
+        if n == 0:
+            self._release()
+
+    def done(self) -> None:
+        with self._lock:
+            self._refs -= 1
+            last = self._refs == 0
+        if last:
+            self._release()
+
+
+class _Pool:
+    def __init__(self, count: int, size: int) -> None:
+        self._free: queue.Queue[mmap.mmap] = queue.Queue()
+        for _ in range(count):
+            self._free.put(mmap.mmap(-1, size))  # page-aligned, as O_DIRECT needs
+
+    def get(self) -> mmap.mmap:
+        return self._free.get()
+
+    def put(self, buf: mmap.mmap) -> None:
+        self._free.put(buf)
+
+
+@dataclass
+class _Handles:
+    fd: int  # O_EXCL, O_DIRECT when the target takes it
+    direct: bool
+    plain: int  # buffered descriptor for the unaligned tail of an image
+
+
+def _open_target(t: Target, image_size: int) -> _Handles:
+    """Opens exclusively (nothing can mount the stick meanwhile) and re-checks its identity."""
+    if t.is_file:
+        flags = os.O_RDWR | os.O_CREAT
+        fd = os.open(t.path, flags, 0o644)
+        os.ftruncate(fd, 0)  # an image file becomes an exact copy: holes read as zeros
+        os.ftruncate(fd, image_size)
+    else:
+        try:
+            fd = os.open(t.path, os.O_RDWR | os.O_EXCL)
+        except OSError as exc:
+            raise DeelitError(f"{t.label}: cannot open exclusively ({exc.strerror}); "
+                              f"is it mounted or in use? nothing was written") from exc
+        st = os.fstat(fd)
+        if (os.major(st.st_rdev), os.minor(st.st_rdev)) != t.devno:
+            os.close(fd)
+            raise DeelitError(f"{t.path} changed since it was checked (stick swapped?); "
+                              f"nothing was written, run the command again")
+    direct = True
+    try:
+        dfd = os.open(t.path, os.O_RDWR | os.O_DIRECT)
+    except OSError:  # tmpfs and some filesystems: buffered writes, fsync, fadvise
+        direct = False
+        dfd = os.dup(fd)
+    plain = fd
+    return _Handles(dfd, direct, plain)
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(errno.EIO, "short write")
+        view, offset = view[n:], offset + n
+
+
+class _Writer(threading.Thread):
+    def __init__(self, state: TargetState, handles: _Handles, head: tuple[int, int] | None,
+                 cancel: threading.Event) -> None:
+        super().__init__(name=f"write {state.target.path}", daemon=True)
+        self.state = state
+        self.h = handles
+        self.head = head
+        self.cancel = cancel
+        self.inbox: queue.Queue[_Chunk | None] = queue.Queue(maxsize=QUEUE_DEPTH)
+
+    def run(self) -> None:
+        s = self.state
+        start = time.monotonic()
+        s.phase = "write"
+        try:
+            if self.head is not None:
+                zeros = mmap.mmap(-1, max(self.head[1], ALIGN))
+                self._write(memoryview(zeros)[: self.head[1]], self.head[0])
+                zeros.close()
+        except OSError as exc:
+            self._fail(f"write failed at byte {self.head[0] if self.head else 0}", exc)
+        while True:
+            item = self.inbox.get()
+            if item is None:
+                break
+            try:
+                if s.error is None and not self.cancel.is_set():
+                    self._write(item.view, item.offset)
+                    s.written += item.length
+            except OSError as exc:
+                self._fail(f"write failed at byte {item.offset}", exc)
+            finally:
+                item.done()
+        if s.error is None and not self.cancel.is_set():
+            s.phase = "flush"
+            try:
+                os.fsync(self.h.fd)
+                if self.h.plain != self.h.fd:
+                    os.fsync(self.h.plain)
+            except OSError as exc:
+                self._fail("flush failed", exc)
+        s.write_seconds = time.monotonic() - start
+
+    def _write(self, view: memoryview, offset: int) -> None:
+        if self.h.direct and len(view) % ALIGN:
+            _pwrite_all(self.h.plain, view, offset)  # the image's last, partial block
+        else:
+            _pwrite_all(self.h.fd, view, offset)
+
+    def _fail(self, what: str, exc: OSError) -> None:
+        if self.state.error is None:
+            self.state.error = (f"{what}: {exc.strerror or exc} (stick removed or faulty? "
+                                f"replace it and flash it again)")
+            self.state.phase = "failed"
+
+
+def flash(
+    source: Source,
+    targets: list[Target],
+    *,
+    verify: bool = True,
+    cancel: threading.Event | None = None,
+    on_start: Callable[[list[TargetState]], None] | None = None,
+) -> FlashResult:
+    """Writes the mapped ranges of `source` to every target, then verifies each target."""
+    block_map = source.bmap
+    cancel = cancel or threading.Event()
+    states = [TargetState(t, block_map.mapped_bytes) for t in targets]
+    handles: list[_Handles] = []
+    try:
+        for t in targets:  # open all before writing any: a busy stick means nothing is written
+            handles.append(_open_target(t, block_map.image_size))
+    except BaseException:
+        _close_all(handles)
+        raise
+    if on_start:
+        on_start(states)
+    plan = list(spans(block_map, CHUNK))
+    head = (plan[0][1], plan[0][2]) if plan else None
+    writers = [_Writer(s, h, head, cancel) for s, h in zip(states, handles, strict=True)]
+    result = FlashResult(states, verify)
+    expected: list[str] = []
+    try:
+        for w in writers:
+            w.start()
+        t0 = time.monotonic()
+        expected = _read_and_dispatch(source, plan, writers, cancel, result)
+        result.read_seconds = time.monotonic() - t0
+        for w in writers:
+            w.join()
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        if result.source_error:
+            for s in states:
+                s.error = s.error or f"not completed: {result.source_error}"
+                s.phase = "failed"
+        elif verify:
+            _close_all(handles)  # read-back uses its own O_DIRECT descriptors
+            handles = []
+            _verify_all(block_map, expected, states, cancel)
+        for s in states:
+            if s.error is None:
+                s.phase = "done"
+    finally:
+        cancel.set()  # writers skip what is left; then join them before closing their fds
+        for w in writers:
+            if w.is_alive():
+                with contextlib.suppress(queue.Full):
+                    w.inbox.put_nowait(None)
+        for w in writers:
+            if w.is_alive():
+                w.join()
+        _close_all(handles)
+    return result
+
+
+def _close_all(handles: list[_Handles]) -> None:
+    for h in handles:
+        for fd in {h.fd, h.plain}:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _read_and_dispatch(source: Source, plan: list[tuple[int, int, int]],
+                       writers: list[_Writer], cancel: threading.Event,
+                       result: FlashResult) -> list[str]:
+    """The single reader: each span once, hashed per range, fanned out to the live writers.
+
+    The first span is dispatched last (see the module docstring). Returns the checksum of
+    every range, from the map or computed here when the map has none.
+    """
+    block_map = source.bmap
+    pool = _Pool(QUEUE_DEPTH * 2 + 1, CHUNK)
+    expected = [r.checksum or "" for r in block_map.ranges]
+    hasher = hashlib.new(block_map.checksum_type)
+    held: _Chunk | None = None
+    reader = source.open()
+    try:
+        for n, (index, offset, length) in enumerate(plan):
+            if cancel.is_set() or result.source_error:
+                break
+            buf = pool.get()
+            chunk = _Chunk(buf, offset, length, functools.partial(pool.put, buf))
+            try:
+                reader.read_into(chunk.view, offset)
+            except (DeelitError, OSError) as exc:
+                pool.put(buf)
+                result.source_error = f"reading the image failed: {exc}"
+                break
+            hasher.update(chunk.view)
+            r = block_map.ranges[index]
+            if offset + length == sum(block_map.extent(r)):  # end of this range
+                digest = hasher.hexdigest()
+                hasher = hashlib.new(block_map.checksum_type)
+                if r.checksum and digest != r.checksum:
+                    result.source_error = (
+                        f"the image does not match its bmap at blocks {r.first}-{r.last} "
+                        f"(corrupt download, or a .bmap from another build)")
+                    chunk.share(0)
+                    break
+                expected[index] = digest
+            if n == 0:
+                held = chunk
+                continue
+            _fan_out(chunk, writers)
+        if held is not None:
+            if result.source_error or cancel.is_set():
+                held.share(0)
+            else:
+                _fan_out(held, writers)
+    finally:
+        reader.close()
+        for w in writers:
+            w.inbox.put(None)
+    return expected
+
+
+def _fan_out(chunk: _Chunk, writers: list[_Writer]) -> None:
+    live = [w for w in writers if w.state.error is None]
+    chunk.share(len(live))
+    for w in live:
+        w.inbox.put(chunk)  # failed writers still drain, so this never blocks for long
+
+
+# --- read-back ---------------------------------------------------------------------------
+
+
+def _verify_all(block_map: bm.BlockMap, expected: list[str], states: list[TargetState],
+                cancel: threading.Event) -> None:
+    threads = []
+    for s in states:
+        if s.error is not None:
+            continue
+        th = threading.Thread(target=_verify_one, args=(block_map, expected, s, cancel),
+                              name=f"verify {s.target.path}", daemon=True)
+        th.start()
+        threads.append(th)
+    for th in threads:
+        th.join()
+
+
+def _verify_one(block_map: bm.BlockMap, expected: list[str], s: TargetState,
+                cancel: threading.Event) -> None:
+    s.phase = "verify"
+    start = time.monotonic()
+    try:
+        s.mismatches = read_back(block_map, expected, s.target, cancel, s)
+        s.verified_ok = not s.mismatches
+        if s.mismatches:
+            first, last = s.mismatches[0]
+            s.error = (f"verify failed: {len(s.mismatches)} range(s) differ from the image, "
+                       f"first at blocks {first}-{last}; flash it again or replace the stick")
+            s.phase = "failed"
+    except OSError as exc:
+        s.error = f"read-back failed: {exc.strerror or exc}; replace the stick"
+        s.phase = "failed"
+    s.verify_seconds = time.monotonic() - start
+
+
+def read_back(block_map: bm.BlockMap, expected: list[str], target: Target,
+              cancel: threading.Event | None = None,
+              state: TargetState | None = None) -> list[tuple[int, int]]:
+    """Reads every mapped range of `target` past the page cache; returns the differing ones."""
+    try:
+        fd = os.open(target.path, os.O_RDONLY | os.O_DIRECT)
+        direct = True
+    except OSError:
+        fd = os.open(target.path, os.O_RDONLY)
+        direct = False
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # written pages are clean after fsync
+    buf = mmap.mmap(-1, CHUNK)
+    view = memoryview(buf)
+    bad: list[tuple[int, int]] = []
+    try:
+        for r, want in zip(block_map.ranges, expected, strict=True):
+            if cancel is not None and cancel.is_set():
+                raise OSError(errno.ECANCELED, "interrupted")
+            offset, length = block_map.extent(r)
+            h = hashlib.new(block_map.checksum_type)
+            end = offset + length
+            while offset < end:
+                n = min(CHUNK, end - offset)
+                size = -(-n // ALIGN) * ALIGN if direct else n  # O_DIRECT reads whole blocks
+                got = os.preadv(fd, [view[:size]], offset)
+                if got < n:  # a target shorter than the image cannot match
+                    h.update(b"short")
+                    break
+                h.update(view[:n])
+                offset += n
+                if state is not None:
+                    state.verified += n
+            if h.hexdigest() != want:
+                bad.append((r.first, r.last))
+    finally:
+        view.release()
+        buf.close()
+        os.close(fd)
+    return bad
+
+
+def verify(source: Source, targets: list[Target]) -> list[TargetState]:
+    """Checks targets against an image without writing (`deelit flash --verify-only`)."""
+    block_map = source.bmap
+    expected = [r.checksum or "" for r in block_map.ranges]
+    if not block_map.has_checksums():
+        expected = _source_checksums(source)
+    states = []
+    for t in targets:
+        s = TargetState(t, block_map.mapped_bytes)
+        s.written = s.total
+        _verify_one(block_map, expected, s, threading.Event())
+        if s.error is None:
+            s.phase = "done"
+        states.append(s)
+    return states
+
+
+def _source_checksums(source: Source) -> list[str]:
+    block_map = source.bmap
+    out = []
+    buf = mmap.mmap(-1, CHUNK)
+    reader = source.open()
+    try:
+        for r in block_map.ranges:
+            h = hashlib.new(block_map.checksum_type)
+            offset, length = block_map.extent(r)
+            end = offset + length
+            while offset < end:
+                n = min(CHUNK, end - offset)
+                view = memoryview(buf)[:n]
+                reader.read_into(view, offset)
+                h.update(view)
+                view.release()
+                offset += n
+            out.append(h.hexdigest())
+    finally:
+        reader.close()
+        buf.close()
+    return out
