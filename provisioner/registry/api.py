@@ -1,0 +1,178 @@
+"""HTTP API (FastAPI) under /api/v1, plus the station page at /. Every data route needs a token.
+
+`create_app(settings)` is the factory the netboot station embeds; `deelit registry serve`
+runs the same app under uvicorn.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads these annotations at runtime.
+import datetime as dt
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, Security
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+
+from provisioner.registry.errors import RegistryError
+from provisioner.registry.lifecycle import EventType
+from provisioner.registry.schemas import (
+    BuildOut,
+    DeviceIn,
+    DeviceOut,
+    DeviceWithEvents,
+    EventIn,
+    EventOut,
+    RegisterOut,
+)
+from provisioner.registry.settings import Settings
+from provisioner.registry.store import Caller, Store
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+WEB = resources.files("provisioner.registry") / "web"
+_bearer = HTTPBearer(auto_error=False,
+                     description="per-station token: deelit registry token create STATION")
+
+
+def _caller(
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> Caller:
+    store: Store = request.app.state.store
+    who = store.authenticate(creds.credentials) if creds else None
+    if who is None:
+        raise HTTPException(401, "a valid station token is needed (Authorization: Bearer …)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return who
+
+
+Auth = Annotated[Caller, Depends(_caller)]
+Tag = Annotated[str, Path(max_length=64)]
+
+
+class BodyLimit:
+    """Answers 413 before the app sees a body larger than the limit (declared or streamed)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await _too_large(send, self.max_bytes)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await _too_large(send, self.max_bytes)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = f'{{"detail":"request body larger than {limit} bytes"}}'.encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
+    store = store or Store(settings)
+    owned = store
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        owned.close()
+
+    app = FastAPI(title="deelit registry", version="1", lifespan=lifespan,
+                  description="Devices of the DEEL IT points by asset tag and serial.")
+    app.state.store = store
+    unauthorised: dict[int | str, dict[str, Any]] = {
+        401: {"description": "missing, unknown or revoked token"}}
+
+    @app.exception_handler(RegistryError)
+    async def _registry_error(_: Request, exc: RegistryError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)
+
+    @app.post("/api/v1/devices", response_model=RegisterOut, status_code=200,
+              responses={201: {"model": RegisterOut, "description": "created"},
+                         409: {"description": "refused by the device's status"}, **unauthorised})
+    def register(body: DeviceIn, who: Auth, response: Response) -> RegisterOut:
+        out = store.register(body, who)
+        response.status_code = 201 if out.created else 200
+        return out
+
+    @app.get("/api/v1/devices", response_model=list[DeviceOut], responses=unauthorised)
+    def list_devices(
+        who: Auth,
+        status: EventType | None = None,
+        point: Annotated[str | None, Query(pattern=r"^[A-Z0-9]{2,8}$")] = None,
+        batch: Annotated[dt.date | None, Query(description="registration day")] = None,
+        serial: Annotated[str | None, Query(max_length=128)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+        offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    ) -> list[DeviceOut]:
+        return store.list_devices(status=status.value if status else None, point=point,
+                                  batch=batch, serial=serial, limit=limit, offset=offset)
+
+    @app.get("/api/v1/devices/{asset_tag}", response_model=DeviceWithEvents,
+             responses={404: {"description": "unknown asset tag"}, **unauthorised})
+    def get_device(asset_tag: Tag, who: Auth) -> DeviceWithEvents:
+        return store.get_device(asset_tag)
+
+    @app.post("/api/v1/devices/{asset_tag}/events", response_model=EventOut, status_code=201,
+              responses={200: {"model": EventOut, "description": "uid already recorded"},
+                         404: {"description": "unknown asset tag"},
+                         409: {"description": "illegal transition"}, **unauthorised})
+    def add_event(asset_tag: Tag, body: EventIn, who: Auth, response: Response) -> EventOut:
+        event, added = store.add_event(asset_tag, body, who)
+        response.status_code = 201 if added else 200
+        return event
+
+    @app.get("/api/v1/builds", response_model=list[BuildOut], responses=unauthorised)
+    def builds(who: Auth) -> list[BuildOut]:
+        return store.list_builds()
+
+    @app.get("/api/v1/health", include_in_schema=False)
+    def health() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> str:
+        return (WEB / "index.html").read_text(encoding="utf-8")
+
+    app.mount("/static", StaticFiles(directory=str(WEB)), name="static")
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

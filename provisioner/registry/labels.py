@@ -1,0 +1,146 @@
+"""PDFs: QR asset labels (A4 sheet or 62 mm roll) and wipe certificates.
+
+No personal data: a label carries asset tag, serial, model, grade and point; a certificate
+names the technician by id only (NIST SP 800-88 Appendix G asks for a person; the id links
+to one in the point's own records, not here).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import qrcode
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.units import mm
+from reportlab.pdfgen.canvas import Canvas
+
+from provisioner.errors import DeelitError
+from provisioner.registry.schemas import DeviceOut, DeviceWithEvents
+
+Layout = Literal["a4", "roll62"]
+
+
+@dataclass(frozen=True)
+class Sheet:
+    page: tuple[float, float]
+    cols: int
+    rows: int
+    label: tuple[float, float]
+    origin: tuple[float, float]  # lower-left corner of the bottom-left label
+    gap: tuple[float, float]
+
+
+# A4: 3 x 8 labels of 70 x 37 mm, no margins (the common 24-up sheet).
+# roll62: Brother DK-22205 continuous 62 mm tape, one 62 x 29 mm label per page.
+SHEETS: dict[str, Sheet] = {
+    "a4": Sheet(A4, 3, 8, (70 * mm, 37 * mm), (0.0, (297 - 8 * 37) / 2 * mm), (0.0, 0.0)),
+    "roll62": Sheet((62 * mm, 29 * mm), 1, 1, (62 * mm, 29 * mm), (0.0, 0.0), (0.0, 0.0)),
+}
+
+
+def qr_payload(d: DeviceOut) -> str:
+    """What the QR encodes: the asset tag alone, which any phone scanner shows as text."""
+    return d.asset_tag
+
+
+def _qr(canvas: Canvas, text: str, x: float, y: float, size: float) -> None:
+    # Drawn as vector squares (sharp on any printer, small PDF) from qrcode's matrix.
+    matrix = qr_matrix(text)
+    module = size / len(matrix)
+    for r, row in enumerate(matrix):
+        for c, dark in enumerate(row):
+            if dark:
+                canvas.rect(x + c * module, y + size - (r + 1) * module, module, module,
+                            stroke=0, fill=1)
+
+
+def _label(canvas: Canvas, d: DeviceOut, x: float, y: float, w: float, h: float) -> None:
+    pad = 2 * mm
+    qr = h - 2 * pad
+    _qr(canvas, qr_payload(d), x + pad, y + pad, qr)
+    tx = x + qr + 2 * pad
+    canvas.setFont("Helvetica-Bold", 9)
+    canvas.drawString(tx, y + h - pad - 9, d.asset_tag)
+    canvas.setFont("Helvetica", 7)
+    lines = [
+        " ".join(p for p in (d.maker, d.model) if p)[:34],
+        f"S/N {d.serial}" if d.serial and not d.serial_placeholder else "S/N -",
+        f"grade {d.grade or '-'}   point {d.point}",
+    ]
+    for i, line in enumerate(lines):
+        canvas.drawString(tx, y + h - pad - 20 - i * 9, line)
+
+
+def labels_pdf(devices: Sequence[DeviceOut], layout: Layout = "a4") -> bytes:
+    sheet = SHEETS[layout]
+    buf = io.BytesIO()
+    canvas = Canvas(buf, pagesize=sheet.page, pageCompression=0, invariant=1)
+    canvas.setTitle("deelit asset labels")
+    per_page = sheet.cols * sheet.rows
+    for i, d in enumerate(devices):
+        if i and i % per_page == 0:
+            canvas.showPage()
+        slot = i % per_page
+        col, row = slot % sheet.cols, sheet.rows - 1 - slot // sheet.cols
+        x = sheet.origin[0] + col * (sheet.label[0] + sheet.gap[0])
+        y = sheet.origin[1] + row * (sheet.label[1] + sheet.gap[1])
+        _label(canvas, d, x, y, *sheet.label)
+    canvas.showPage()
+    canvas.save()
+    return buf.getvalue()
+
+
+def qr_matrix(text: str) -> list[list[bool]]:
+    """Dark modules of the QR code of `text`; error correction M survives a scuffed label."""
+    code = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, border=0)
+    code.add_data(text)
+    code.make(fit=True)
+    return [list(map(bool, row)) for row in code.get_matrix()]
+
+
+def certificate_pdf(device: DeviceWithEvents, organisation: str = "DEEL IT") -> bytes:
+    """A NIST SP 800-88 Appendix G style certificate for each `wiped` event of the device."""
+    wipes = [e for e in device.events if e.type == "wiped"]
+    if not wipes:
+        raise DeelitError(f"{device.asset_tag} has no 'wiped' event; nothing to certify")
+    buf = io.BytesIO()
+    canvas = Canvas(buf, pagesize=A4, pageCompression=0, invariant=1)
+    canvas.setTitle(f"wipe certificate {device.asset_tag}")
+    for e in wipes:
+        y = A4[1] - 25 * mm
+        canvas.setFont("Helvetica-Bold", 16)
+        canvas.drawString(20 * mm, y, "Certificate of Sanitization (NIST SP 800-88)")
+        rows = [
+            ("Organisation", organisation),
+            ("Asset tag", device.asset_tag),
+            ("Computer", " ".join(p for p in (device.maker, device.model) if p) or "-"),
+            ("Computer serial", device.serial or "-"),
+            ("Media", _media(e.details)),
+            ("Method", str(e.details.get("method", "-"))),
+            ("Tool", str(e.details.get("tool", "-"))),
+            ("Verification", str(e.details.get("verification", "-"))),
+            ("Certificate SHA-256", str(e.details.get("certificate_sha256", "-"))),
+            ("Date", e.at.isoformat(timespec="seconds")),
+            ("Station", e.station),
+            ("Technician id", e.technician or "-"),
+            ("Destination", str(e.details.get("destination", "reuse (DEEL IT loan)"))),
+        ]
+        for label, value in rows:
+            y -= 9 * mm
+            canvas.setFont("Helvetica-Bold", 10)
+            canvas.drawString(20 * mm, y, label)
+            canvas.setFont("Helvetica", 10)
+            canvas.drawString(65 * mm, y, value[:90])
+        canvas.showPage()
+    canvas.save()
+    return buf.getvalue()
+
+
+def _media(details: dict[str, object]) -> str:
+    disk = details.get("disk")
+    if isinstance(disk, dict):
+        return " ".join(str(disk.get(k, "")) for k in ("maker", "model", "serial", "kind")).strip()
+    return str(details.get("media", "-"))

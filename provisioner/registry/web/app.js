@@ -1,0 +1,78 @@
+// Station page: today's batch, refreshed every 2 s by polling the API with the station token.
+// The token comes from the URL fragment (#token=…, never sent to a server log) or the form,
+// and is kept in this browser's localStorage.
+"use strict";
+const POLL_MS = 2000;
+const $ = (sel) => document.querySelector(sel);
+
+function today() {
+  const d = new Date();
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+}
+
+function token() {
+  const m = location.hash.match(/token=([^&]+)/);
+  if (m) {
+    localStorage.setItem("deelit-token", decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname);
+  }
+  return localStorage.getItem("deelit-token");
+}
+
+function cell(text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text ?? "–";
+  if (cls) td.className = cls;
+  return td;
+}
+
+function render(devices) {
+  const body = $("#devices tbody");
+  const rows = devices.map((d) => {
+    const tr = document.createElement("tr");
+    tr.dataset.tag = d.asset_tag;
+    const last = d.last_event ? `${d.last_event.type} ${d.last_event.at.slice(11, 16)}` : null;
+    tr.append(cell(d.asset_tag, "tag"), cell([d.maker, d.model].filter(Boolean).join(" ")),
+      cell(d.status, `stage stage-${d.status}`), cell(d.grade, "grade"), cell(last, "last"));
+    return tr;
+  });
+  body.replaceChildren(...rows);
+  const counts = {};
+  devices.forEach((d) => { counts[d.status] = (counts[d.status] || 0) + 1; });
+  const parts = Object.entries(counts).map(([s, n]) => `${n} ${s}`);
+  $("#summary").textContent = `${devices.length} toestellen` + (parts.length ? `: ${parts.join(", ")}` : "");
+  $("#updated").textContent = `bijgewerkt ${new Date().toLocaleTimeString()}`;
+}
+
+async function poll() {
+  const t = token();
+  if (!t) { $("#login").hidden = false; $("#summary").textContent = "token nodig"; return; }
+  try {
+    const r = await fetch(`/api/v1/devices?batch=${today()}&limit=1000`,
+      { headers: { Authorization: `Bearer ${t}` } });
+    if (r.status === 401) {
+      localStorage.removeItem("deelit-token");
+      $("#login").hidden = false;
+      $("#error").textContent = "Token geweigerd (onbekend of ingetrokken).";
+      $("#error").hidden = false;
+      return;
+    }
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    $("#error").hidden = true;
+    render(await r.json());
+  } catch (e) {
+    $("#error").textContent = `Registry onbereikbaar: ${e.message}`;
+    $("#error").hidden = false;
+  }
+  setTimeout(poll, POLL_MS);
+}
+
+$("#login").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  localStorage.setItem("deelit-token", $("#token").value.trim());
+  $("#login").hidden = true;
+  poll();
+});
+$("#day").textContent = today();
+poll();
