@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import filesize
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -43,7 +44,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _size(n: int) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+    return filesize.decimal(n)
 
 
 def flash_command(
@@ -115,7 +116,8 @@ def _list(as_json: bool) -> None:
 def _confirm(source: Source, accepted: list[tg.Target]) -> None:
     table = Table(title=f"About to write {source.path.name} "
                         f"({_size(source.bmap.mapped_bytes)} mapped) to:")
-    for col in ("target", "model", "serial", "size"):
+    table.add_column("target", overflow="fold")  # the whole path, never an ellipsis
+    for col in ("model", "serial", "size"):
         table.add_column(col)
     for t in accepted:
         table.add_row(str(t.path), t.model or "", t.serial or "",
@@ -211,7 +213,8 @@ def _result_json(source: Source, result: writer.FlashResult) -> dict[str, Any]:
 def _summary(source: Source, result: writer.FlashResult) -> None:
     table = Table(title=f"{source.path.name}: {_size(source.bmap.mapped_bytes)} mapped of "
                         f"{_size(source.bmap.image_size)}")
-    for col in ("target", "model", "serial", "result", "write", "verify"):
+    table.add_column("target", overflow="fold")
+    for col in ("model", "serial", "result", "write", "verify"):
         table.add_column(col)
     for s in result.states:
         if s.error:

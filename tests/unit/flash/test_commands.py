@@ -1,0 +1,95 @@
+"""The flash commands as a user runs them (file targets; block devices are in integration)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from provisioner.errors import DeelitError
+from provisioner.flash import bmap as bm
+from provisioner.flash.commands import register
+
+B = bm.BLOCK_SIZE
+
+
+@pytest.fixture
+def app() -> typer.Typer:
+    a = typer.Typer()
+    register(a)
+    return a
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    p = tmp_path / "pupil.img"
+    with p.open("wb") as f:
+        f.truncate(4 << 20)
+        f.seek(B)
+        f.write(b"\xab" * (3 * B))
+    return p
+
+
+def test_json_result_for_scripts(app: typer.Typer, image: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.img"
+    res = CliRunner().invoke(app, ["flash", str(image), str(out), "--to-file", "--yes", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["ok"] and data["verified"] and data["mapped_bytes"] == 3 * B
+    [t] = data["targets"]
+    assert t["target"] == str(out) and t["verified"] is True and t["bytes_written"] == 3 * B
+    assert out.read_bytes() == image.read_bytes()
+
+
+def test_declining_the_question_writes_nothing(app: typer.Typer, image: Path,
+                                               tmp_path: Path) -> None:
+    out = tmp_path / "o.img"
+    out.write_bytes(b"keep")
+    res = CliRunner().invoke(app, ["flash", str(image), str(out), "--to-file"], input="n\n")
+    assert res.exit_code != 0
+    assert isinstance(res.exception, DeelitError) and "nothing was written" in str(res.exception)
+    assert "o.img" in res.output  # the target was shown before asking
+    assert out.read_bytes() == b"keep"
+
+
+def test_no_verify_says_not_verified(app: typer.Typer, image: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["flash", str(image), str(tmp_path / "o.img"), "--to-file",
+                                   "--yes", "--no-verify"])
+    assert res.exit_code == 0, res.output
+    assert "the targets were not read back; they are not verified" in res.stdout
+
+
+def test_refusal_in_json_names_each_target(app: typer.Typer, image: Path,
+                                           tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["flash", str(image), str(tmp_path / "missing"), "--json"])
+    assert isinstance(res.exception, DeelitError) and res.exception.exit_code == 2
+    data = json.loads(res.stdout)
+    assert data["refused"][0]["reason"].startswith("does not exist")
+    assert not (tmp_path / "missing").exists()
+
+
+def test_verify_only_fails_on_a_different_target(app: typer.Typer, image: Path,
+                                                 tmp_path: Path) -> None:
+    other = tmp_path / "other.img"
+    other.write_bytes(bytes(4 << 20))
+    res = CliRunner().invoke(app, ["flash", str(image), str(other), "--verify-only", "--json"])
+    assert res.exit_code == 1
+    assert json.loads(res.stdout)["targets"][0]["mismatched_ranges"] == ["1-3"]
+    assert other.read_bytes() == bytes(4 << 20)  # verify-only never writes
+
+
+def test_bmap_create_writes_name_bmap_beside_the_image(app: typer.Typer, image: Path) -> None:
+    res = CliRunner().invoke(app, ["bmap", "create", str(image)])
+    assert res.exit_code == 0, res.output
+    m = bm.load(image.with_name("pupil.bmap"))
+    assert [(r.first, r.last) for r in m.ranges] == [(1, 3)]
+
+
+def test_bmap_create_refuses_compressed_images(app: typer.Typer, tmp_path: Path) -> None:
+    z = tmp_path / "x.img.zst"
+    z.write_bytes(b"x")
+    res = CliRunner().invoke(app, ["bmap", "create", str(z)])
+    assert isinstance(res.exception, DeelitError) and "raw image" in str(res.exception)

@@ -1,0 +1,147 @@
+"""Writing to image files (--to-file): parallel copies, read-back, corrupt sources, zstd."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from provisioner.errors import DeelitError
+from provisioner.flash import bmap as bm
+from provisioner.flash import source as src
+from provisioner.flash import targets as tg
+from provisioner.flash import writer
+
+B = bm.BLOCK_SIZE
+
+
+def make_image(path: Path, size: int, spans: list[tuple[int, int]]) -> Path:
+    with path.open("wb") as f:
+        f.truncate(size)
+        for i, (off, length) in enumerate(spans):
+            f.seek(off)
+            block = hashlib.sha256(str(i).encode()).digest() * (B // 32)
+            f.write((block * (length // B + 1))[:length])
+    return path
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    # 24 MiB, spans across several 8 MiB chunks, a partial last block
+    return make_image(tmp_path / "disk.img", (24 << 20) + 1000,
+                      [(0, 2 * B), (3 << 20, 10 << 20), (20 << 20, 5), ((24 << 20), 1000)])
+
+
+def file_targets(tmp_path: Path, n: int, image: Path) -> list[tg.Target]:
+    paths = [str(tmp_path / f"out{i}.img") for i in range(n)]
+    return tg.check(paths, image_size=image.stat().st_size, source=image, to_file=True)
+
+
+def test_three_file_targets_become_exact_copies(tmp_path: Path, image: Path) -> None:
+    source = src.open_source(image)
+    result = writer.flash(source, file_targets(tmp_path, 3, image))
+    assert result.ok, [s.error for s in result.states]
+    for s in result.states:
+        assert s.verified_ok is True and s.written == source.bmap.mapped_bytes
+        assert s.target.path.read_bytes() == image.read_bytes()
+
+
+def test_existing_file_target_is_replaced_not_merged(tmp_path: Path, image: Path) -> None:
+    old = tmp_path / "out0.img"
+    old.write_bytes(b"\xff" * (30 << 20))
+    result = writer.flash(src.open_source(image), file_targets(tmp_path, 1, image))
+    assert result.ok
+    assert old.read_bytes() == image.read_bytes()
+
+
+def test_no_verify_leaves_targets_unverified(tmp_path: Path, image: Path) -> None:
+    result = writer.flash(src.open_source(image), file_targets(tmp_path, 1, image), verify=False)
+    assert result.ok and result.states[0].verified_ok is None
+    assert result.states[0].verified == 0
+
+
+def test_read_back_finds_a_changed_range(tmp_path: Path, image: Path) -> None:
+    source = src.open_source(image)
+    [t] = file_targets(tmp_path, 1, image)
+    assert writer.flash(source, [t]).ok
+    with t.path.open("r+b") as f:
+        f.seek((5 << 20) + 17)
+        f.write(b"X")
+    [state] = writer.verify(source, [t])
+    assert not state.ok and state.verified_ok is False
+    bad_blocks = {b for a, z in state.mismatches for b in range(a, z + 1)}
+    assert ((5 << 20) + 17) // B in bad_blocks
+    assert "verify failed" in (state.error or "")
+
+
+def test_image_not_matching_its_bmap_is_reported_and_head_left_blank(
+        tmp_path: Path, image: Path) -> None:
+    m = bm.create(image)
+    m.write(tmp_path / "disk.bmap")
+    with image.open("r+b") as f:  # corrupt the image after the map was made
+        f.seek((12 << 20) + 5)
+        f.write(b"corrupt")
+    source = src.open_source(image)
+    assert source.bmap_path == tmp_path / "disk.bmap"
+    [t] = file_targets(tmp_path, 1, image)
+    result = writer.flash(source, [t])
+    assert not result.ok and "does not match its bmap" in (result.source_error or "")
+    assert "not completed" in (result.states[0].error or "")
+    # the first span (partition tables) is written last, so this copy does not look usable
+    assert t.path.read_bytes()[: 2 * B] == bytes(2 * B)
+
+
+def test_zstd_image_with_bmap_beside_it(tmp_path: Path, image: Path) -> None:
+    bm.create(image).write(tmp_path / "disk.bmap")
+    zst = tmp_path / "disk.img.zst"
+    zst.write_bytes(zstandard.ZstdCompressor().compress(image.read_bytes()))
+    source = src.open_source(zst)
+    assert source.compressed and source.bmap_path == tmp_path / "disk.bmap"
+    result = writer.flash(source, file_targets(tmp_path, 2, image))
+    assert result.ok, [s.error for s in result.states]
+    assert result.states[0].target.path.read_bytes() == image.read_bytes()
+
+
+def test_zstd_image_without_bmap_is_written_whole(tmp_path: Path, image: Path) -> None:
+    zst = tmp_path / "plain.img.zst"
+    zst.write_bytes(zstandard.ZstdCompressor().compress(image.read_bytes()))
+    source = src.open_source(zst)
+    assert source.bmap_path is None and source.bmap.mapped_bytes == image.stat().st_size
+    result = writer.flash(source, file_targets(tmp_path, 1, image))
+    assert result.ok
+    assert result.states[0].target.path.read_bytes() == image.read_bytes()
+
+
+def test_zstd_without_size_or_bmap_is_refused(tmp_path: Path) -> None:
+    zst = tmp_path / "x.img.zst"
+    cctx = zstandard.ZstdCompressor(write_content_size=False)
+    with zst.open("wb") as f, cctx.stream_writer(f) as w:
+        w.write(b"data" * 1000)
+    with pytest.raises(DeelitError, match="--bmap"):
+        src.open_source(zst)
+
+
+def test_bmap_of_another_image_size_is_refused(tmp_path: Path, image: Path) -> None:
+    other = make_image(tmp_path / "other.img", 1 << 20, [(0, B)])
+    bm.create(other).write(tmp_path / "disk.bmap")
+    with pytest.raises(DeelitError, match="describes an image of"):
+        src.open_source(image)
+
+
+def test_bmap_candidates_follow_the_build_naming(tmp_path: Path) -> None:
+    names = [p.name for p in src.bmap_candidates(tmp_path / "pupil.img.zst")]
+    assert names == ["pupil.img.zst.bmap", "pupil.img.bmap", "pupil.bmap"]
+
+
+def test_short_compressed_image_fails_cleanly(tmp_path: Path, image: Path) -> None:
+    bm.create(image).write(tmp_path / "disk.bmap")
+    zst = tmp_path / "disk.img.zst"
+    data = image.read_bytes()
+    cctx = zstandard.ZstdCompressor(write_content_size=False)
+    zst.write_bytes(cctx.compress(data[: 8 << 20]))  # truncated content, size unknown
+    result = writer.flash(src.open_source(zst), file_targets(tmp_path, 1, image))
+    assert not result.ok and "ends at byte" in (result.source_error or "")
+    assert os.path.getsize(tmp_path / "out0.img") == image.stat().st_size
