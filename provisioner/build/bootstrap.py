@@ -1,0 +1,51 @@
+"""Step `bootstrap`: the root tree from mmdebstrap, cached as a tarball by its inputs."""
+
+from __future__ import annotations
+
+from provisioner.build.context import BuildContext
+from provisioner.build.runner import run_logged
+from provisioner.profile import Profile
+
+# What every image needs before Ansible can run in it and before it can boot.
+BASE_PACKAGES = ["systemd-sysv", "udev", "dbus", "python3", "python3-apt", "initramfs-tools", "zstd"]
+NETBOOT_PACKAGES = ["live-boot"]
+
+
+def bootstrap_packages(profile: Profile) -> list[str]:
+    pkgs = [*BASE_PACKAGES, f"linux-image-{profile.architecture}"]
+    if profile.outputs.netboot is not None:
+        pkgs += NETBOOT_PACKAGES
+    pkgs += profile.packages
+    return sorted(set(pkgs))
+
+
+def bootstrap(ctx: BuildContext) -> None:
+    if ctx.tree is not None:
+        ctx.cached.add("bootstrap")
+        return
+    hit = ctx.cache.lookup("bootstrap", ctx.keys.bootstrap, ".tar")
+    if hit is not None:
+        ctx.bootstrap_tar = hit
+        ctx.cached.add("bootstrap")
+        return
+    profile = ctx.profile
+    staged = ctx.work / "bootstrap.tar"
+    argv = [
+        "mmdebstrap",
+        "--variant=minbase",
+        f"--architectures={profile.architecture}",
+        f"--components={','.join(profile.components)}",
+        f"--include={','.join(bootstrap_packages(profile))}",
+        # Hosts and mirrors are the build host's; the image's own apt sources come from the
+        # base role. No recommends at bootstrap: the roles ask for what they want.
+        "--aptopt=APT::Install-Recommends \"false\"",
+        profile.suite,
+        staged,
+        *ctx.mirrors.source_lines(profile.suite, profile.components),
+    ]
+    run_logged("bootstrap", argv, ctx.log, stream=ctx.verbose)
+    ctx.bootstrap_tar = ctx.cache.store(
+        "bootstrap", ctx.keys.bootstrap, staged,
+        {"profile": profile.name, "suite": profile.suite, "packages": bootstrap_packages(profile)},
+        ".tar",
+    )

@@ -1,0 +1,51 @@
+"""The build context every pipeline step reads and fills in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from provisioner.build.cache import Cache
+from provisioner.build.mirrors import Mirrors
+from provisioner.profile import Profile
+
+
+@dataclass(frozen=True)
+class ArtifactFile:
+    """One published file: its name in the output folder, kind, size and SHA-256."""
+
+    name: str
+    kind: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class CacheKeys:
+    bootstrap: str  # suite, arch, mirrors, components, bootstrap package set
+    tree: str  # bootstrap + role digests + vars + configure/finalize code
+    artifacts: str  # tree + outputs + SOURCE_DATE_EPOCH + artifact writer code
+
+
+@dataclass
+class BuildContext:
+    profile: Profile
+    project: Path  # repository root: roles/ and images/
+    out_dir: Path
+    cache: Cache
+    work: Path  # this build's staging folder (on the cache's filesystem)
+    log: Path  # the build log every command appends to
+    mirrors: Mirrors
+    source_date_epoch: int
+    role_digests: dict[str, str]
+    keys: CacheKeys
+    verbose: bool = False
+    bootstrap_tar: Path | None = None
+    tree: Path | None = None
+    artifacts_dir: Path | None = None
+    artifacts: list[ArtifactFile] = field(default_factory=list)
+    cached: set[str] = field(default_factory=set)  # steps answered from the cache
+
+    @property
+    def roles_dir(self) -> Path:
+        return self.project / "roles"

@@ -1,0 +1,115 @@
+"""Step `manifest`: manifest.json, SHA256SUMS and a CycloneDX SBOM of the Debian packages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from provisioner.build.context import ArtifactFile, BuildContext
+
+MANIFEST = "manifest.json"
+SUMS = "SHA256SUMS"
+SBOM = "sbom.cdx.json"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    version: str
+    architecture: str
+
+
+def installed_packages(tree: Path) -> list[Package]:
+    """Installed packages from the tree's dpkg status file (no tool run inside the tree)."""
+    status = (tree / "var/lib/dpkg/status").read_text(errors="replace")
+    pkgs = []
+    for stanza in status.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in stanza.splitlines() if ": " in line and line[0] != " "
+        )
+        if fields.get("Status") == "install ok installed":
+            pkgs.append(Package(fields["Package"], fields["Version"], fields["Architecture"]))
+    return sorted(pkgs, key=lambda p: (p.name, p.architecture))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(4 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_id(ctx: BuildContext) -> str:
+    joined = "".join(a.sha256 for a in sorted(ctx.artifacts, key=lambda a: a.name))
+    return f"{ctx.profile.name}-{hashlib.sha256(joined.encode()).hexdigest()[:12]}"
+
+
+def manifest_data(ctx: BuildContext, packages: list[Package]) -> dict[str, Any]:
+    created = dt.datetime.fromtimestamp(ctx.source_date_epoch, dt.UTC).isoformat()
+    return {
+        "format": FORMAT,
+        "build_id": build_id(ctx),
+        "created": created,
+        "source_date_epoch": ctx.source_date_epoch,
+        "profile": {
+            "name": ctx.profile.name,
+            "digest": ctx.profile.digest(),
+            "resolved": ctx.profile.model_dump(mode="json"),
+        },
+        "roles": ctx.role_digests,
+        "cache_keys": asdict(ctx.keys),
+        "packages": [asdict(p) for p in packages],
+        "artifacts": [asdict(a) for a in sorted(ctx.artifacts, key=lambda a: a.name)],
+    }
+
+
+def purl(pkg: Package, suite: str) -> str:
+    return (f"pkg:deb/debian/{quote(pkg.name)}@{quote(pkg.version, safe='')}"
+            f"?arch={pkg.architecture}&distro=debian-{suite}")
+
+
+def sbom_data(ctx: BuildContext, packages: list[Package], bid: str) -> dict[str, Any]:
+    created = dt.datetime.fromtimestamp(ctx.source_date_epoch, dt.UTC)
+    return {
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.5",
+        # Same build, same serial: derived from the build id, not random.
+        "serialNumber": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, 'deelit:' + bid)}",
+        "version": 1,
+        "metadata": {
+            "timestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "tools": {"components": [{"type": "application", "name": "deelit"}]},
+            "component": {"type": "operating-system", "name": ctx.profile.name, "version": bid,
+                          "bom-ref": bid},
+        },
+        "components": [
+            {"type": "library", "bom-ref": purl(p, ctx.profile.suite), "name": p.name,
+             "version": p.version, "purl": purl(p, ctx.profile.suite)}
+            for p in packages
+        ],
+    }
+
+
+def write_manifest(ctx: BuildContext, dest: Path) -> dict[str, Any]:
+    """Writes manifest, SBOM and SHA256SUMS into dest (which already holds the artifacts)."""
+    assert ctx.tree is not None
+    packages = installed_packages(ctx.tree)
+    manifest = manifest_data(ctx, packages)
+    (dest / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    (dest / SBOM).write_text(json.dumps(sbom_data(ctx, packages, manifest["build_id"]), indent=2) + "\n")
+    names = [a.name for a in ctx.artifacts] + [MANIFEST, SBOM]
+    lines = [f"{sha256_file(dest / n)}  {n}\n" for n in sorted(names)]
+    (dest / SUMS).write_text("".join(lines))
+    return manifest
+
+
+def artifact_record(path: Path, kind: str) -> ArtifactFile:
+    return ArtifactFile(path.name, kind, path.stat().st_size, sha256_file(path))
