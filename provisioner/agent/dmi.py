@@ -40,9 +40,11 @@ def parse_dmidecode(text: str) -> list[DmiRecord]:
         if current is None or not line.strip():
             continue
         indent = len(line.expandtabs(8)) - len(line.expandtabs(8).lstrip())
+        # The title is the first line without a colon; some BIOSes indent it (XPS 13 type 25).
+        if not current.title and (indent == 0 or ":" not in line):
+            current.title = line.strip()
+            continue
         if indent == 0:
-            if not current.title:
-                current.title = line.strip()
             continue
         if prop_indent is None:
             prop_indent = indent
