@@ -23,6 +23,7 @@ agent = typer.Typer(
     help="On the laptop: inventory, health grade, certified wipe.", no_args_is_help=True
 )
 out = Console()
+err = Console(stderr=True)
 GRADE_STYLE = {"A": "bold green", "B": "green", "C": "yellow", "reject": "bold red"}
 
 
@@ -152,7 +153,7 @@ def wipe(
         except DeelitError as exc:
             if dmidecode:
                 raise
-            out.print(f"[yellow]warning:[/] laptop identity unknown ({exc})", highlight=False)
+            err.print(f"[yellow]warning:[/] laptop identity unknown ({exc})", highlight=False)
     request = wiping.WipeRequest(
         device=device,
         method=method,

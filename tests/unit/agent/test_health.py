@@ -22,7 +22,9 @@ RULES = health.load_thresholds()
 def disk(fixtures: Path, name: str):
     folder = "smart-json" if name.endswith(".json") else "smart-text"
     path = fixtures / folder / name
-    return read_smartctl_json_file(path) if name.endswith(".json") else read_smartctl_text_file(path)
+    return (
+        read_smartctl_json_file(path) if name.endswith(".json") else read_smartctl_text_file(path)
+    )
 
 
 def graded(fixtures: Path, name: str) -> tuple[str, list[health.Reason]]:
@@ -37,8 +39,13 @@ def codes(reasons: list[health.Reason]) -> set[str]:
 def test_failing_drive_is_rejected_with_every_reason(hardware_fixtures):
     grade, reasons = graded(hardware_fixtures, "hdd-hitachi-hds721050-usbjmicron-failed.json")
     assert grade == "reject"
-    assert {"smart_failed", "attribute_failing_now", "attribute_5", "attribute_197",
-            "self_test_failures"} <= codes(reasons)  # fmt: skip
+    assert {
+        "smart_failed",
+        "attribute_failing_now",
+        "attribute_5",
+        "attribute_197",
+        "self_test_failures",
+    } <= codes(reasons)
     failing = next(r for r in reasons if r.code == "attribute_failing_now")
     assert "Reallocated_Sector_Ct" in failing.message and "threshold 5" in failing.message
 
@@ -79,7 +86,11 @@ def test_healthy_nvme_passes(hardware_fixtures):
         ("vm-vbox-harddisk-no-smart.json", "C", "smart_unavailable"),
         ("usb-bridge-unknown-error.json", "C", "smart_unreadable"),
         ("smartctl-open-failed-windows.json", "C", "smart_unreadable"),
-        ("hdd-seagate-st380815as-airflow-temp-failed-in-past.json", "B", "attribute_failed_in_past"),
+        (
+            "hdd-seagate-st380815as-airflow-temp-failed-in-past.json",
+            "B",
+            "attribute_failed_in_past",
+        ),
         ("hdd-wd-red-wd20efrx-healthy.json", "B", "power_on_hours"),
     ],
 )
@@ -97,16 +108,21 @@ def test_critical_warning_names_the_bit(hardware_fixtures):
 
 @pytest.mark.parametrize(
     "name",
-    ["ssd-samsung-860evo-wear-leveling-81.json", "ssd-kingston-a400-480g-life-left-85.json",
-     "ssd-crucial-mx500-lifetime-remain-83.json", "nvme-kingston-nv1-500g-9pct-used.json",
-     "nvme-samsung-pm9a1-1tb-16pct-used.json", "hdd-laptop-toshiba-mk3275gsx-usb-healthy.json"],
-)  # fmt: skip
+    [
+        "ssd-samsung-860evo-wear-leveling-81.json",
+        "ssd-kingston-a400-480g-life-left-85.json",
+        "ssd-crucial-mx500-lifetime-remain-83.json",
+        "nvme-kingston-nv1-500g-9pct-used.json",
+        "nvme-samsung-pm9a1-1tb-16pct-used.json",
+        "hdd-laptop-toshiba-mk3275gsx-usb-healthy.json",
+    ],
+)
 def test_healthy_drives_grade_a(hardware_fixtures, name):
     grade, reasons = graded(hardware_fixtures, name)
     assert grade == "A", [r.message for r in reasons]
 
 
-# --- text reports through pySMART -----------------------------------------------------------------
+# --- text reports through pySMART -----------------------------------------------------------
 
 
 def test_text_pending_sectors_are_rejected(hardware_fixtures):
@@ -128,7 +144,10 @@ def test_text_nvme_fields(hardware_fixtures):
     d = disk(hardware_fixtures, "nvme-toshiba-kbg30-256g-28pct-used.txt")
     assert d.kind == "nvme" and d.nvme is not None
     assert (d.nvme.percentage_used, d.nvme.available_spare, d.nvme.available_spare_threshold) == (
-        28, 100, 10)  # fmt: skip
+        28,
+        100,
+        10,
+    )
     assert d.power_on_hours == 5809
     assert graded(hardware_fixtures, "nvme-toshiba-kbg30-256g-28pct-used.txt")[0] == "A"
 
@@ -165,11 +184,11 @@ def test_brief_attribute_table_rewrite_keeps_flags_and_failure():
 def test_not_smartctl_text_is_a_clear_error(tmp_path):
     path = tmp_path / "smart.txt"
     path.write_text("nothing here\n")
-    with pytest.raises(DeelitError, match="smart.txt"):
+    with pytest.raises(DeelitError, match=r"smart\.txt"):
         read_smartctl_text_file(path)
 
 
-# --- the whole device ------------------------------------------------------------------------------
+# --- the whole device ---------------------------------------------------------------------
 
 
 def device(fixtures: Path, dmidecode: str, disks: list[str], battery: str | None):
@@ -229,8 +248,12 @@ def test_minimum_spec(hardware_fixtures):
 
 def test_small_disk_is_rejected(hardware_fixtures):
     # the VirtualBox disk is 17 GB: below the 60 GB the image needs
-    result = device(hardware_fixtures, "dmidecode-dell-xps13-9350-with-battery-ok.txt",
-                    ["vm-vbox-harddisk-no-smart.json"], None)  # fmt: skip
+    result = device(
+        hardware_fixtures,
+        "dmidecode-dell-xps13-9350-with-battery-ok.txt",
+        ["vm-vbox-harddisk-no-smart.json"],
+        None,
+    )
     assert {r.code: r.grade for r in result.reasons}["disk_size"] == "reject"
 
 
@@ -261,7 +284,12 @@ def test_every_threshold_has_a_comment():
     lines = health.DEFAULT_THRESHOLDS.read_text().splitlines()
     for i, line in enumerate(lines):
         stripped = line.strip()
-        if not stripped or stripped.startswith("#") or stripped.endswith(":") or stripped.startswith("- id"):
+        if (
+            not stripped
+            or stripped.startswith("#")
+            or stripped.endswith(":")
+            or stripped.startswith("- id")
+        ):
             continue
         if ":" in stripped and not stripped.startswith(("grade:", "reject_at:", "Wear_")):
             above = lines[i - 1].strip()
@@ -276,6 +304,8 @@ def test_battery_file_errors(tmp_path):
 
 
 def test_inventory_reused_by_grading(hardware_fixtures):
-    inv = from_dmidecode_file(hardware_fixtures / "dmidecode" / "dmidecode-placeholder-not-specified.txt")
+    inv = from_dmidecode_file(
+        hardware_fixtures / "dmidecode" / "dmidecode-placeholder-not-specified.txt"
+    )
     reasons = health.grade_spec(inv, [], RULES)
     assert "no_disk" in codes(reasons)

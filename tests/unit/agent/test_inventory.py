@@ -27,20 +27,32 @@ def dmi(fixtures: Path, name: str) -> Path:
     [
         ("dmidecode-dell-latitude-d610-ok.txt", "D8XD62J", "Dell Inc.", "Latitude D610"),
         ("dmidecode-lenovo-thinkpad-edge-e320-ok.txt", "LR9NKZ7", "LENOVO", "1298A8G"),
-        ("dmidecode-hp-pavilion-dv6-freebsd-ok.txt", "CNF01207X6", "Hewlett-Packard",
-         "HP Pavilion dv6 Notebook PC"),
-        ("dmidecode-microsoft-surface-go-2-space-indented.txt", "48368130c2f8",
-         "Microsoft Corporation", "Surface Go 2"),
+        (
+            "dmidecode-hp-pavilion-dv6-freebsd-ok.txt",
+            "CNF01207X6",
+            "Hewlett-Packard",
+            "HP Pavilion dv6 Notebook PC",
+        ),
+        (
+            "dmidecode-microsoft-surface-go-2-space-indented.txt",
+            "48368130c2f8",
+            "Microsoft Corporation",
+            "Surface Go 2",
+        ),
     ],
-)  # fmt: skip
-def test_real_serials_are_used_from_the_system_record(hardware_fixtures, name, serial, maker, model):
+)
+def test_real_serials_are_used_from_the_system_record(
+    hardware_fixtures, name, serial, maker, model
+):
     inv = from_dmidecode_file(dmi(hardware_fixtures, name))
     assert (inv.serial, inv.serial_source, inv.maker, inv.model) == (serial, "system", maker, model)
     assert "system_serial" not in inv.placeholder_fields
 
 
 def test_placeholder_system_serial_falls_back_to_the_board(hardware_fixtures):
-    inv = from_dmidecode_file(dmi(hardware_fixtures, "dmidecode-placeholder-system-serial-number.txt"))
+    inv = from_dmidecode_file(
+        dmi(hardware_fixtures, "dmidecode-placeholder-system-serial-number.txt")
+    )
     assert inv.system_serial == "System Serial Number"
     assert {"system_serial", "chassis_serial", "maker", "model"} <= set(inv.placeholder_fields)
     assert (inv.serial, inv.serial_source) == ("MS1C93BB0H00980", "baseboard")
@@ -54,24 +66,32 @@ def test_not_specified_is_a_placeholder(hardware_fixtures):
 
 
 def test_blank_serial_with_space_indentation(hardware_fixtures):
-    inv = from_dmidecode_file(dmi(hardware_fixtures, "dmidecode-placeholder-blank-serial-dell-fx170.txt"))
+    inv = from_dmidecode_file(
+        dmi(hardware_fixtures, "dmidecode-placeholder-blank-serial-dell-fx170.txt")
+    )
     assert "system_serial" in inv.placeholder_fields
     assert (inv.serial, inv.serial_source) == ("DHN39Q1", "chassis")
 
 
 @pytest.mark.parametrize(
     "name",
-    ["dmidecode-lenovo-thinkpad-t440-serial-masked.txt",
-     "dmidecode-teclast-f7s-default-string-serial-masked.txt"],
-)  # fmt: skip
+    [
+        "dmidecode-lenovo-thinkpad-t440-serial-masked.txt",
+        "dmidecode-teclast-f7s-default-string-serial-masked.txt",
+    ],
+)
 def test_masked_serials_leave_no_usable_serial(hardware_fixtures, name):
     inv = from_dmidecode_file(dmi(hardware_fixtures, name))
     assert inv.serial is None and inv.serial_source == "none"
-    assert {"system_serial", "baseboard_serial", "chassis_serial", "uuid"} <= set(inv.placeholder_fields)
+    assert {"system_serial", "baseboard_serial", "chassis_serial", "uuid"} <= set(
+        inv.placeholder_fields
+    )
 
 
 def test_partial_dumps_flag_only_what_they_hold(hardware_fixtures):
-    board = from_dmidecode_file(dmi(hardware_fixtures, "dmidecode-t-baseboard-placeholder-mb-1234567890.txt"))
+    board = from_dmidecode_file(
+        dmi(hardware_fixtures, "dmidecode-t-baseboard-placeholder-mb-1234567890.txt")
+    )
     assert board.baseboard_serial == "MB-1234567890"
     assert board.placeholder_fields == ["baseboard_serial"]
     chassis = from_dmidecode_file(
@@ -82,10 +102,26 @@ def test_partial_dumps_flag_only_what_they_hold(hardware_fixtures):
 
 @pytest.mark.parametrize(
     "value",
-    ["To Be Filled By O.E.M.", "Default string", "System Serial Number", "Chassis Serial Number",
-     "0123456789", "123456789", "Not Specified", "None", "N/A", "OEM", "", " ", "--",
-     "-- REDACTED --", "XXXXXXXXXXXX", "00000000", "Asset-1234567890"],
-)  # fmt: skip
+    [
+        "To Be Filled By O.E.M.",
+        "Default string",
+        "System Serial Number",
+        "Chassis Serial Number",
+        "0123456789",
+        "123456789",
+        "Not Specified",
+        "None",
+        "N/A",
+        "OEM",
+        "",
+        " ",
+        "--",
+        "-- REDACTED --",
+        "XXXXXXXXXXXX",
+        "00000000",
+        "Asset-1234567890",
+    ],
+)
 def test_placeholder_strings(value):
     assert is_placeholder(value)
 
@@ -96,7 +132,9 @@ def test_real_serials_are_not_placeholders(value):
 
 
 def test_cpu_and_ram_from_smbios(hardware_fixtures):
-    inv = from_dmidecode_file(dmi(hardware_fixtures, "dmidecode-dell-xps13-9350-with-battery-ok.txt"))
+    inv = from_dmidecode_file(
+        dmi(hardware_fixtures, "dmidecode-dell-xps13-9350-with-battery-ok.txt")
+    )
     assert inv.cpu.model == "Intel(R) Core(TM) i5-6200U CPU @ 2.30GHz"
     assert (inv.cpu.cores, inv.cpu.threads) == (2, 4)
     assert inv.ram_bytes == 2 * 4096 * 2**20
@@ -120,7 +158,7 @@ def test_every_dmidecode_fixture_parses(hardware_fixtures):
 def test_not_dmidecode_is_a_clear_error(tmp_path):
     bogus = tmp_path / "notes.txt"
     bogus.write_text("hello\n")
-    with pytest.raises(DeelitError, match="notes.txt"):
+    with pytest.raises(DeelitError, match=r"notes\.txt"):
         from_dmidecode_file(bogus)
 
 
@@ -140,28 +178,64 @@ def test_battery_health(hardware_fixtures, name, percent, unit):
 
 
 def test_inventory_json_shape(hardware_fixtures):
-    bat = parse_battery_file(hardware_fixtures / "battery" / "upower-dell-xps13-9350-capacity-92.txt")
+    bat = parse_battery_file(
+        hardware_fixtures / "battery" / "upower-dell-xps13-9350-capacity-92.txt"
+    )
     inv = from_dmidecode_file(
         dmi(hardware_fixtures, "dmidecode-dell-xps13-9350-with-battery-ok.txt"), batteries=[bat]
     )
     data = json.loads(inv.model_dump_json())
-    for key in ("serial", "baseboard_serial", "chassis_serial", "uuid", "serial_source",
-                "placeholder_fields", "maker", "model", "cpu", "ram_bytes", "disks", "macs",
-                "battery"):  # fmt: skip
+    for key in (
+        "serial",
+        "baseboard_serial",
+        "chassis_serial",
+        "uuid",
+        "serial_source",
+        "placeholder_fields",
+        "maker",
+        "model",
+        "cpu",
+        "ram_bytes",
+        "disks",
+        "macs",
+        "battery",
+    ):
         assert key in data
     assert data["battery"]["design"] == 57_532_000 and data["battery"]["full"] == 53_405_200
     assert data["uuid"] == "4C4C4544-0030-4A10-8048-C4C04F503732"
 
 
 def test_lsblk_keeps_whole_disks_only():
-    text = json.dumps({"blockdevices": [
-        {"name": "nvme0n1", "path": "/dev/nvme0n1", "model": "WDC PC SN730 ", "serial": "2115",
-         "size": 512110190592, "tran": "nvme", "rota": False, "type": "disk", "rm": False},
-        {"name": "sda", "path": "/dev/sda", "model": "Cruzer", "serial": "4C53", "size": 16e9,
-         "tran": "usb", "rota": "1", "type": "disk", "rm": "1"},
-        {"name": "zram0", "size": 0, "type": "disk", "rota": False},
-        {"name": "sr0", "size": 1024, "type": "rom", "rota": True},
-    ]})  # fmt: skip
+    text = json.dumps(
+        {
+            "blockdevices": [
+                {
+                    "name": "nvme0n1",
+                    "path": "/dev/nvme0n1",
+                    "model": "WDC PC SN730 ",
+                    "serial": "2115",
+                    "size": 512110190592,
+                    "tran": "nvme",
+                    "rota": False,
+                    "type": "disk",
+                    "rm": False,
+                },
+                {
+                    "name": "sda",
+                    "path": "/dev/sda",
+                    "model": "Cruzer",
+                    "serial": "4C53",
+                    "size": 16e9,
+                    "tran": "usb",
+                    "rota": "1",
+                    "type": "disk",
+                    "rm": "1",
+                },
+                {"name": "zram0", "size": 0, "type": "disk", "rota": False},
+                {"name": "sr0", "size": 1024, "type": "rom", "rota": True},
+            ]
+        }
+    )
     disks = parse_lsblk(text)
     assert [d.name for d in disks] == ["nvme0n1", "sda"]
     assert disks[0].model == "WDC PC SN730" and not disks[0].rotational

@@ -26,15 +26,29 @@ from provisioner.errors import DeelitError
 
 
 def nvme_disk() -> DiskIdentity:
-    return DiskIdentity(path="/dev/nvme0n1", name="nvme0n1", size_bytes=512110190592,
-                        logical_block_size=512, rotational=False, kind="nvme",
-                        model="WDC PC SN730", serial="2115")  # fmt: skip
+    return DiskIdentity(
+        path="/dev/nvme0n1",
+        name="nvme0n1",
+        size_bytes=512110190592,
+        logical_block_size=512,
+        rotational=False,
+        kind="nvme",
+        model="WDC PC SN730",
+        serial="2115",
+    )
 
 
 def ata_disk() -> DiskIdentity:
-    return DiskIdentity(path="/dev/sda", name="sda", size_bytes=500107862016,
-                        logical_block_size=512, rotational=False, kind="ata",
-                        model="Samsung SSD 860 EVO 500GB", serial="S3Z1")  # fmt: skip
+    return DiskIdentity(
+        path="/dev/sda",
+        name="sda",
+        size_bytes=500107862016,
+        logical_block_size=512,
+        rotational=False,
+        kind="ata",
+        model="Samsung SSD 860 EVO 500GB",
+        serial="S3Z1",
+    )
 
 
 # nvme id-ctrl / id-ns JSON fields (assumed nvme-cli 2.x key names; see wipe.py docstring)
@@ -60,9 +74,7 @@ def test_nvme_block_erase_when_no_crypto():
 def test_nvme_format_with_crypto_erase_keeps_the_current_lba_format():
     plan = choose_plan(nvme_disk(), "auto", nvme=nvme_caps(FORMAT_CRYPTO, {"flbas": 0x11}))
     assert plan.method == "nvme-format" and plan.nist_category == "Purge"
-    assert plan.commands == [
-        ["nvme", "format", "/dev/nvme0n1", "--lbaf=1", "--ses=2", "--force"]
-    ]
+    assert plan.commands == [["nvme", "format", "/dev/nvme0n1", "--lbaf=1", "--ses=2", "--force"]]
 
 
 def test_nvme_format_user_data_erase_without_crypto():
@@ -86,12 +98,18 @@ def test_explicit_nvme_method_that_the_drive_lacks_is_refused():
 
 
 def test_ata_security_word_from_the_real_860evo_report(hardware_fixtures):
-    data = json.loads((hardware_fixtures / "smart-json" / "ssd-samsung-860evo-wear-leveling-81.json")
-                      .read_text())  # fmt: skip
+    data = json.loads(
+        (hardware_fixtures / "smart-json" / "ssd-samsung-860evo-wear-leveling-81.json").read_text()
+    )
     sec = ata_security_from_smartctl(data)
     assert sec is not None
     # state 33 = supported (bit 0) + enhanced erase (bit 5); not enabled, not frozen
-    assert (sec.supported, sec.enhanced_supported, sec.frozen, sec.enabled) == (True, True, False, False)
+    assert (sec.supported, sec.enhanced_supported, sec.frozen, sec.enabled) == (
+        True,
+        True,
+        False,
+        False,
+    )
     plan = choose_plan(ata_disk(), "auto", ata=sec)
     assert plan.method == "ata-erase-enhanced"
     assert plan.commands == [
@@ -101,7 +119,9 @@ def test_ata_security_word_from_the_real_860evo_report(hardware_fixtures):
 
 
 def test_reports_without_security_data_give_none(hardware_fixtures):
-    data = json.loads((hardware_fixtures / "smart-json" / "hdd-wd-red-wd20efrx-healthy.json").read_text())
+    data = json.loads(
+        (hardware_fixtures / "smart-json" / "hdd-wd-red-wd20efrx-healthy.json").read_text()
+    )
     assert ata_security_from_smartctl(data) is None
     assert choose_plan(ata_disk(), "auto", ata=None).method == "overwrite"
 
@@ -141,9 +161,16 @@ Logical Unit WWN Device Identifier: 5002538e40a0b5d4
 
 def test_hdparm_security_section():
     sec = ata_security_from_hdparm(HDPARM_I)
-    assert sec == AtaSecurity(supported=True, enabled=False, locked=False, frozen=True,
-                              count_expired=False, enhanced_supported=True,
-                              erase_minutes=2, enhanced_erase_minutes=8)  # fmt: skip
+    assert sec == AtaSecurity(
+        supported=True,
+        enabled=False,
+        locked=False,
+        frozen=True,
+        count_expired=False,
+        enhanced_supported=True,
+        erase_minutes=2,
+        enhanced_erase_minutes=8,
+    )
     unfrozen = ata_security_from_hdparm(HDPARM_I.replace("\t\tfrozen", "\tnot\tfrozen"))
     assert unfrozen is not None and not unfrozen.frozen
     plan = choose_plan(ata_disk(), "auto", ata=unfrozen)
@@ -151,8 +178,14 @@ def test_hdparm_security_section():
 
 
 def test_other_disks_only_overwrite():
-    virtio = DiskIdentity(path="/dev/vdb", name="vdb", size_bytes=1 << 30, logical_block_size=512,
-                          rotational=True, kind="virtio")  # fmt: skip
+    virtio = DiskIdentity(
+        path="/dev/vdb",
+        name="vdb",
+        size_bytes=1 << 30,
+        logical_block_size=512,
+        rotational=True,
+        kind="virtio",
+    )
     assert choose_plan(virtio, "auto").method == "overwrite"
     with pytest.raises(DeelitError, match="no firmware erase"):
         choose_plan(virtio, "nvme-format")
@@ -165,15 +198,19 @@ def test_other_disks_only_overwrite():
 def test_hpa_and_dco_reporting():
     hpa = parse_hpa("\n/dev/sda:\n max sectors   = 976771055/976773168, HPA is enabled\n")
     assert hpa == (976771055, 976773168)
-    dco = parse_dco("/dev/sda:\nDCO Revision: 0x0002\nThe following features can be selectively "
-                    "disabled via DCO:\n\tTransfer modes:\n\tReal max sectors: 976773168\n")  # fmt: skip
+    dco = parse_dco(
+        "/dev/sda:\nDCO Revision: 0x0002\nThe following features can be selectively "
+        "disabled via DCO:\n\tTransfer modes:\n\tReal max sectors: 976773168\n"
+    )
     assert dco == 976773168
     notes = hidden_area_notes(hpa, dco)
     assert notes[0].startswith("HPA present") and "2113 hidden" in notes[0]
     assert notes[1].startswith("DCO: none")
     assert hidden_area_notes((10, 10), 20)[1].startswith("DCO restricts")
     assert hidden_area_notes(None, None) == [
-        "HPA: not reported by the drive", "DCO: not reported by the drive"]  # fmt: skip
+        "HPA: not reported by the drive",
+        "DCO: not reported by the drive",
+    ]
 
 
 @pytest.mark.parametrize(
