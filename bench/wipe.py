@@ -75,7 +75,8 @@ def main() -> None:
     print(f"overwrite pass                : {mib / wiped:8.1f} MiB/s  = {raw / wiped:.3f} x raw")
     print(
         f"overwrite pass + verification : {mib / (wiped + verify):8.1f} MiB/s  = "
-        f"{raw / (wiped + verify):.3f} x raw  ({len(sample.indices)} blocks read back, {verify:.2f} s)"
+        f"{raw / (wiped + verify):.3f} x raw  "
+        f"({len(sample.indices)} blocks read back, {verify:.2f} s)"
     )
 
 
