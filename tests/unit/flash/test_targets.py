@@ -25,17 +25,17 @@ def image(tmp_path: Path) -> Path:
     return p
 
 
-def refusal(paths: list[str], image: Path, **kw: bool) -> list[tg.Refusal]:
+def refusal(paths: list[str], image: Path, *, to_file: bool = False) -> list[tg.Refusal]:
     with pytest.raises(tg.TargetRefused) as exc:
-        tg.check(paths, image_size=image.stat().st_size, source=image, **kw)
+        tg.check(paths, image_size=image.stat().st_size, source=image, to_file=to_file)
     assert exc.value.exit_code == 2
     return exc.value.refusals
 
 
 def test_missing_device_path_is_refused_and_not_created(image: Path) -> None:
     missing = "/dev/deelit-test-no-such-stick"
-    for kw in ({}, {"to_file": True}):  # --to-file must not create a file under /dev either
-        [r] = refusal([missing], image, **kw)
+    for to_file in (False, True):  # --to-file must not create a file under /dev either
+        [r] = refusal([missing], image, to_file=to_file)
         assert "does not exist" in r.reason
         assert not Path(missing).exists()
 
