@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from provisioner.registry.errors import RegistryError
 from provisioner.registry.lifecycle import EventType
 from provisioner.registry.schemas import (
+    NO_NUL,
     BuildOut,
     DeviceIn,
     DeviceOut,
@@ -54,7 +55,7 @@ def _caller(
 
 
 Auth = Annotated[Caller, Depends(_caller)]
-Tag = Annotated[str, Path(max_length=64)]
+Tag = Annotated[str, Path(max_length=64, pattern=NO_NUL)]
 
 
 class BodyLimit:
@@ -140,7 +141,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         status: EventType | None = None,
         point: Annotated[str | None, Query(pattern=r"^[A-Z0-9]{2,8}$")] = None,
         batch: Annotated[dt.date | None, Query(description="registration day")] = None,
-        serial: Annotated[str | None, Query(max_length=128)] = None,
+        serial: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 500,
         offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
     ) -> list[DeviceOut]:

@@ -9,9 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from provisioner.registry.lifecycle import EventType
 
-Short = Annotated[str, StringConstraints(max_length=128)]
+# PostgreSQL text cannot hold NUL characters: refuse them here (422), not in the database (500).
+NO_NUL = r"^[^\x00]*$"
+Short = Annotated[str, StringConstraints(max_length=128, pattern=NO_NUL)]
 Code = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{2,8}$")]
-Mac = Annotated[str, StringConstraints(max_length=32)]
+Mac = Annotated[str, StringConstraints(max_length=32, pattern=NO_NUL)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 
 
@@ -40,7 +42,7 @@ class DeviceIn(BaseModel):
     macs: Annotated[list[Mac], Field(max_length=32)] = []
     maker: Short | None = None
     model: Short | None = None
-    cpu: Annotated[str, StringConstraints(max_length=255)] | None = None
+    cpu: Annotated[str, StringConstraints(max_length=255, pattern=NO_NUL)] | None = None
     ram_bytes: Annotated[int, Field(ge=0, le=2**50)] | None = None
     disks: Annotated[list[Disk], Field(max_length=16)] = []
     battery: Battery | None = None
@@ -55,7 +57,7 @@ class EventIn(BaseModel):
     uid: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{8,64}$")] | None = None
     at: dt.datetime | None = None
     technician: Name | None = None
-    build_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    build_id: Short | None = None
     details: Annotated[dict[str, Any], Field(max_length=64)] = {}
 
 

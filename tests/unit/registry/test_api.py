@@ -89,6 +89,19 @@ def test_bad_bodies(app_store: tuple[TestClient, Store]) -> None:
     assert client.get("/api/v1/devices/DEELIT-MEC-424242", headers=h).status_code == 404
 
 
+def test_nul_characters_are_refused_not_crashing(app_store: tuple[TestClient, Store]) -> None:
+    client, store = app_store  # PostgreSQL cannot store NUL in text: must be a 422, not a 500
+    h = auth(store.create_token("mec-pc1"))
+    assert client.post("/api/v1/devices", json={**BODY, "model": "T\x0040"},
+                       headers=h).status_code == 422
+    assert client.get("/api/v1/devices", params={"serial": "a\x00"}, headers=h).status_code == 422
+    assert client.get("/api/v1/devices/A%00B", headers=h).status_code == 422
+    tag = client.post("/api/v1/devices", json=BODY, headers=h).json()["asset_tag"]
+    r = client.post(f"/api/v1/devices/{tag}/events", headers=h,
+                    json={"type": "wiped", "details": {"note": "a\x00b"}})
+    assert r.status_code == 201
+
+
 def test_openapi_and_page(app_store: tuple[TestClient, Store]) -> None:
     client, _ = app_store
     spec = client.get("/openapi.json").json()

@@ -63,6 +63,7 @@ def test_add_build_import_export_label(tmp_path: Path) -> None:
                             *data], catch_exceptions=False)
 
 
+@pytest.mark.slow  # a fresh interpreter importing the whole CLI: seconds on a busy machine
 def test_errors_are_one_line_and_nonzero(tmp_path: Path) -> None:
     bad = tmp_path / "manifest.json"
     bad.write_text(json.dumps({"build_id": "x", "profile": {"name": "p"}}))

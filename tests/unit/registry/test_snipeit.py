@@ -90,7 +90,7 @@ class FakeSnipe(BaseHTTPRequestHandler):
 def snipe() -> Iterator[tuple[str, type[FakeSnipe]]]:
     handler = type("Handler", (FakeSnipe,), {"assets": [], "requests_seen": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", handler
     server.shutdown()

@@ -1,0 +1,26 @@
+"""Registry integration fixtures: real server processes on SQLite and a throwaway PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from provisioner.registry.settings import Settings
+from provisioner.registry.testing import PgCluster
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    cluster = PgCluster().start()  # raises (does not skip) when PostgreSQL is not installed
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    if request.param == "postgresql":
+        cluster: PgCluster = request.getfixturevalue("pg_cluster")
+        return Settings(data_dir=tmp_path, db_url=cluster.create_database())
+    return Settings(data_dir=tmp_path)
