@@ -32,7 +32,9 @@ function render(devices) {
   const rows = devices.map((d) => {
     const tr = document.createElement("tr");
     tr.dataset.tag = d.asset_tag;
-    const last = d.last_event ? `${d.last_event.type} ${d.last_event.at.slice(11, 16)}` : null;
+    const at = d.last_event && new Date(d.last_event.at)  // UTC from the API, shown local
+      .toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    const last = d.last_event ? `${d.last_event.type} ${at}` : null;
     tr.append(cell(d.asset_tag, "tag"), cell([d.maker, d.model].filter(Boolean).join(" ")),
       cell(d.status, `stage stage-${d.status}`), cell(d.grade, "grade"), cell(last, "last"));
     return tr;
