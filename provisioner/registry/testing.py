@@ -122,6 +122,7 @@ class RegistryServer:
                str(self.data), "--host", "127.0.0.1", "--port", str(self.port)]
         if self.db:
             cmd += ["--db", self.db]
+        self.data.mkdir(parents=True, exist_ok=True)
         self.log = open(self.data / f"server-{self.port}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
