@@ -270,19 +270,19 @@ def _close_all(handles: list[_Handles]) -> None:
 def _read_and_dispatch(source: Source, plan: list[tuple[int, int, int]],
                        writers: list[_Writer], cancel: threading.Event,
                        result: FlashResult) -> list[str]:
-    """The single reader: each span once, hashed per range, fanned out to the live writers.
+    """The single reader: each span once, fanned out to the live writers and to a hasher.
 
-    The first span is dispatched last (see the module docstring). Returns the checksum of
-    every range, from the map or computed here when the map has none.
+    Hashing runs in its own thread so reading, hashing and writing overlap. The first span
+    is dispatched last, and only once the whole image matched its map (see the module
+    docstring). Returns the checksum of every range, from the map or computed here.
     """
-    block_map = source.bmap
     pool = _Pool(QUEUE_DEPTH * 2 + 1, CHUNK)
-    expected = [r.checksum or "" for r in block_map.ranges]
-    hasher = hashlib.new(block_map.checksum_type)
+    hasher = _Hasher(source.bmap, plan, result)
+    hasher.start()
     held: _Chunk | None = None
     reader = source.open()
     try:
-        for n, (index, offset, length) in enumerate(plan):
+        for n, (_, offset, length) in enumerate(plan):
             if cancel.is_set() or result.source_error:
                 break
             buf = pool.get()
@@ -293,39 +293,82 @@ def _read_and_dispatch(source: Source, plan: list[tuple[int, int, int]],
                 pool.put(buf)
                 result.source_error = f"reading the image failed: {exc}"
                 break
-            hasher.update(chunk.view)
-            r = block_map.ranges[index]
-            if offset + length == sum(block_map.extent(r)):  # end of this range
-                digest = hasher.hexdigest()
-                hasher = hashlib.new(block_map.checksum_type)
-                if r.checksum and digest != r.checksum:
-                    result.source_error = (
-                        f"the image does not match its bmap at blocks {r.first}-{r.last} "
-                        f"(corrupt download, or a .bmap from another build)")
-                    chunk.share(0)
-                    break
-                expected[index] = digest
             if n == 0:
+                chunk.share(2)  # the hasher, and this function until it dispatches it
+                hasher.inbox.put(chunk)
                 held = chunk
                 continue
-            _fan_out(chunk, writers)
+            _fan_out(chunk, writers, hasher)
+        hasher.inbox.put(None)
+        hasher.join()  # every range checked before the head makes the copy look usable
         if held is not None:
             if result.source_error or cancel.is_set():
-                held.share(0)
+                held.done()
             else:
-                _fan_out(held, writers)
+                _fan_out_held(held, writers)
     finally:
         reader.close()
+        if hasher.is_alive():
+            hasher.inbox.put(None)
         for w in writers:
             w.inbox.put(None)
-    return expected
+    return hasher.expected
 
 
-def _fan_out(chunk: _Chunk, writers: list[_Writer]) -> None:
+class _Hasher(threading.Thread):
+    """Hashes the source per range, checks it against the map, records the checksums."""
+
+    def __init__(self, block_map: bm.BlockMap, plan: list[tuple[int, int, int]],
+                 result: FlashResult) -> None:
+        super().__init__(name="hash source", daemon=True)
+        self.map = block_map
+        self.index = [i for i, _, _ in plan]
+        self.result = result
+        self.expected = [r.checksum or "" for r in block_map.ranges]
+        self.inbox: queue.Queue[_Chunk | None] = queue.Queue()
+
+    def run(self) -> None:
+        h = hashlib.new(self.map.checksum_type)
+        for i in self.index:
+            chunk = self.inbox.get()
+            if chunk is None:
+                return
+            if self.result.source_error:
+                chunk.done()
+                continue
+            h.update(chunk.view)
+            r = self.map.ranges[i]
+            end_of_range = chunk.offset + chunk.length == sum(self.map.extent(r))
+            chunk.done()
+            if not end_of_range:
+                continue
+            digest = h.hexdigest()
+            h = hashlib.new(self.map.checksum_type)
+            if r.checksum and digest != r.checksum:
+                self.result.source_error = (
+                    f"the image does not match its bmap at blocks {r.first}-{r.last} "
+                    f"(corrupt download, or a .bmap from another build)")
+            self.expected[i] = digest
+        self.inbox.get()  # the closing None
+
+
+def _fan_out(chunk: _Chunk, writers: list[_Writer], hasher: _Hasher) -> None:
     live = [w for w in writers if w.state.error is None]
-    chunk.share(len(live))
+    chunk.share(len(live) + 1)
+    hasher.inbox.put(chunk)
     for w in live:
         w.inbox.put(chunk)  # failed writers still drain, so this never blocks for long
+
+
+def _fan_out_held(chunk: _Chunk, writers: list[_Writer]) -> None:
+    """The head: its reference from the reader is handed on to the live writers."""
+    live = [w for w in writers if w.state.error is None]
+    with chunk._lock:
+        chunk._refs += len(live) - 1
+    if not live:
+        chunk._release()
+    for w in live:
+        w.inbox.put(chunk)
 
 
 # --- read-back ---------------------------------------------------------------------------
@@ -366,7 +409,10 @@ def _verify_one(block_map: bm.BlockMap, expected: list[str], s: TargetState,
 def read_back(block_map: bm.BlockMap, expected: list[str], target: Target,
               cancel: threading.Event | None = None,
               state: TargetState | None = None) -> list[tuple[int, int]]:
-    """Reads every mapped range of `target` past the page cache; returns the differing ones."""
+    """Reads every mapped range of `target` past the page cache; returns the differing ones.
+
+    A prefetch thread reads the next chunk while this one hashes the last (double buffering).
+    """
     try:
         fd = os.open(target.path, os.O_RDONLY | os.O_DIRECT)
         direct = True
@@ -374,34 +420,55 @@ def read_back(block_map: bm.BlockMap, expected: list[str], target: Target,
         fd = os.open(target.path, os.O_RDONLY)
         direct = False
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # written pages are clean after fsync
-    buf = mmap.mmap(-1, CHUNK)
-    view = memoryview(buf)
-    bad: list[tuple[int, int]] = []
+    bufs = [mmap.mmap(-1, CHUNK) for _ in range(3)]
+    free: queue.Queue[mmap.mmap] = queue.Queue()
+    for b in bufs:
+        free.put(b)
+    filled: queue.Queue[tuple[int, int, mmap.mmap, int] | BaseException | None] = queue.Queue()
+    stop = threading.Event()
+
+    def prefetch() -> None:
+        try:
+            for index, offset, n in spans(block_map, CHUNK):
+                buf = free.get()
+                if stop.is_set():
+                    return
+                size = -(-n // ALIGN) * ALIGN if direct else n  # O_DIRECT reads whole blocks
+                with memoryview(buf) as view:
+                    got = os.preadv(fd, [view[:size]], offset)
+                filled.put((index, n, buf, got))
+            filled.put(None)
+        except BaseException as exc:  # handed to the hashing side
+            filled.put(exc)
+
+    reader = threading.Thread(target=prefetch, name=f"read {target.path}", daemon=True)
+    reader.start()
+    bad: set[int] = set()
+    hashers = [hashlib.new(block_map.checksum_type) for _ in block_map.ranges]
     try:
-        for r, want in zip(block_map.ranges, expected, strict=True):
+        while (item := filled.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
             if cancel is not None and cancel.is_set():
                 raise OSError(errno.ECANCELED, "interrupted")
-            offset, length = block_map.extent(r)
-            h = hashlib.new(block_map.checksum_type)
-            end = offset + length
-            while offset < end:
-                n = min(CHUNK, end - offset)
-                size = -(-n // ALIGN) * ALIGN if direct else n  # O_DIRECT reads whole blocks
-                got = os.preadv(fd, [view[:size]], offset)
-                if got < n:  # a target shorter than the image cannot match
-                    h.update(b"short")
-                    break
-                h.update(view[:n])
-                offset += n
-                if state is not None:
-                    state.verified += n
-            if h.hexdigest() != want:
-                bad.append((r.first, r.last))
+            index, n, buf, got = item
+            if got < n:  # a target shorter than the image cannot match
+                bad.add(index)
+            else:
+                with memoryview(buf) as view:
+                    hashers[index].update(view[:n])
+            free.put(buf)
+            if state is not None:
+                state.verified += n
     finally:
-        view.release()
-        buf.close()
+        stop.set()
+        free.put(bufs[0])  # unblocks the prefetcher if it waits for a buffer
+        reader.join()
         os.close(fd)
-    return bad
+        for b in bufs:
+            b.close()
+    return [(r.first, r.last) for i, r in enumerate(block_map.ranges)
+            if i in bad or hashers[i].hexdigest() != expected[i]]
 
 
 def verify(source: Source, targets: list[Target]) -> list[TargetState]:
