@@ -13,12 +13,14 @@ from rich.console import Console
 from rich.table import Table
 
 from provisioner import profile as profiles
+from provisioner import verify as verifier
 from provisioner.agent import commands as agent_commands
 from provisioner.build import pipeline
 from provisioner.build.cache import Cache
 from provisioner.errors import DeelitError
 from provisioner.flash import commands as flash_commands
 from provisioner.registry import commands as registry_commands
+from provisioner.vm import VM, VMSpec
 
 app = typer.Typer(
     help="deelit: build, deploy and register DEEL IT loan laptops.",
@@ -77,6 +79,64 @@ def build(
     out.print(f"[bold]{manifest['build_id']}[/]: {len(manifest['packages'])} packages", highlight=False)
     for art in manifest["artifacts"]:
         out.print(f"  {art['name']:<24} {art['size'] / 1e6:9.1f} MB  {art['sha256'][:16]}", highlight=False)
+
+
+FirmwareOpt = Annotated[
+    str, typer.Option("--firmware", help="bios (SeaBIOS), uefi (OVMF), uefi-secureboot")
+]
+
+
+def _firmware(value: str) -> verifier.Firmware:
+    if value not in ("bios", "uefi", "uefi-secureboot"):
+        raise DeelitError(f"--firmware: '{value}' is not one of bios, uefi, uefi-secureboot")
+    return value  # type: ignore[return-value]
+
+
+@app.command("boot")
+def boot(
+    artifact_dir: Annotated[Path, typer.Argument(help="a build's output folder, e.g. out/ci")],
+    firmware: FirmwareOpt = "bios",
+    media: Annotated[str, typer.Option(help="http (live-boot fetch=) or local (a disk)")] = "http",
+    memory: Annotated[int, typer.Option(help="MiB of RAM")] = 2048,
+    ssh_port: Annotated[int | None, typer.Option(help="host port forwarded to the guest's 22")] = None,
+    ssh_key: Annotated[Path | None, typer.Option(help="public key handed over as boot credential")] = None,
+    serial: Annotated[str | None, typer.Option(help="SMBIOS system serial of the virtual laptop")] = None,
+    accel: Annotated[str, typer.Option(help="tcg (works everywhere) or kvm")] = "tcg",
+) -> None:
+    """Boot an artifact in QEMU with the serial console on this terminal (Ctrl-a x quits)."""
+    if media not in ("http", "local"):
+        raise DeelitError(f"--media: '{media}' is not one of http, local")
+    spec = VMSpec(
+        artifact=artifact_dir, firmware=_firmware(firmware), media=media,  # type: ignore[arg-type]
+        memory_mib=memory, ssh_port=ssh_port, accel=accel, smbios_serial=serial,
+        ssh_pubkey=ssh_key.read_text() if ssh_key else None,
+    )
+    with VM(spec) as vm:
+        err.print(f"SSH: ssh -p {vm.ssh_port} root@127.0.0.1  (quit QEMU: Ctrl-a x)")
+        raise typer.Exit(vm.wait())
+
+
+@app.command("verify")
+def verify(
+    profile: Annotated[str, typer.Argument(help="profile name in images/ or a YAML path")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="the build's folder (default out/PROFILE)")
+    ] = None,
+    cache: CacheOpt = None,
+    firmware: FirmwareOpt = "bios",
+    boot_it: Annotated[bool, typer.Option("--boot/--no-boot", help="also check the booted image")] = True,
+) -> None:
+    """Run the profile's testinfra suites on the built tree, then on the booted image."""
+    prof = profiles.load_profile(profile)
+    folder = (out_dir or Path("out") / prof.name).absolute()
+    out.print(f"[bold]verify {prof.name}[/]: built tree (chroot)", highlight=False)
+    code = verifier.verify_tree(prof, folder, Cache(cache))
+    if boot_it:
+        console_log = folder.parent / f"{folder.name}-console.log"
+        out.print(f"[bold]verify {prof.name}[/]: booted ({firmware}; console: {console_log})",
+                  highlight=False)
+        code = verifier.verify_booted(prof, folder, _firmware(firmware), console_log) or code
+    raise typer.Exit(code)
 
 
 @cache_app.command("list")

@@ -22,6 +22,7 @@ IMAGES_DIR = PROJECT_ROOT / "images"
 ROLES_DIR = PROJECT_ROOT / "roles"
 
 SUITES = ("trixie", "bookworm")
+Component = Literal["main", "contrib", "non-free", "non-free-firmware"]
 
 
 class _Strict(BaseModel):
@@ -64,9 +65,7 @@ class Profile(_Strict):
         default=None, description="Debian mirror URL; default: the build host's apt sources"
     )
     security_mirror: str | None = None
-    components: list[Literal["main", "contrib", "non-free", "non-free-firmware"]] = Field(
-        default_factory=lambda: ["main"]
-    )
+    components: list[Component] = Field(default_factory=lambda: list[Component](["main"]))
     locale: str = Field(default="nl_BE.UTF-8", pattern=r"^[a-z]{2,3}_[A-Z]{2}\.UTF-8$")
     keyboard: str = Field(default="be", pattern=r"^[a-z]{2,}$")
     timezone: str = Field(default="Europe/Brussels", pattern=r"^[A-Za-z_]+(/[A-Za-z_+-]+)*$")

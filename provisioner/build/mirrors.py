@@ -7,6 +7,7 @@ is configured with (deb822 `.sources` files and one-line `.list` files).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ class Mirrors:
     debian: str
     security: str | None
 
-    def source_lines(self, suite: str, components: list[str]) -> list[str]:
+    def source_lines(self, suite: str, components: Sequence[str]) -> list[str]:
         """One-line apt sources for mmdebstrap: the suite, its updates, and security."""
         comps = " ".join(components)
         lines = [f"deb {self.debian} {suite} {comps}", f"deb {self.debian} {suite}-updates {comps}"]

@@ -28,7 +28,7 @@ def run_logged(
     *,
     env: dict[str, str] | None = None,
     stream: bool = False,
-    on_failure: Callable[[Path], str] | None = None,
+    on_failure: Callable[[Path], str | None] | None = None,
     cwd: Path | None = None,
     shown: Sequence[str | Path] | None = None,
 ) -> None:

@@ -1,0 +1,248 @@
+"""QEMU virtual laptops: boot an artifact under SeaBIOS or OVMF, serial console, SSH forwarding.
+
+Used by `deelit boot` (people) and by the tests alike. The build machines have no working KVM,
+so TCG is the default accelerator; `accel="kvm"` is for hosts where it works.
+
+Netboot artifacts boot with live-boot: over HTTP (`fetch=`, served from this process to the
+guest's 10.0.2.2) or from a local file (a small ext4 disk holding live/filesystem.squashfs).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from provisioner.errors import DeelitError
+
+Firmware = Literal["bios", "uefi", "uefi-secureboot"]
+Media = Literal["http", "local"]
+
+OVMF_DIR = Path("/usr/share/OVMF")
+OVMF = {
+    "uefi": ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"),
+    "uefi-secureboot": ("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd"),
+}
+GUEST_HOST = "10.0.2.2"  # the host as QEMU user networking shows it to the guest
+
+
+@dataclass
+class VMSpec:
+    artifact: Path  # a netboot artifact folder
+    firmware: Firmware = "bios"
+    media: Media = "http"
+    memory_mib: int = 2048
+    cpus: int = 2
+    accel: str = "tcg"
+    ssh_port: int | None = None  # host port forwarded to the guest's 22 (None: a free one)
+    ssh_pubkey: str | None = None  # handed over as systemd credential ssh.authorized_keys.root
+    smbios_serial: str | None = None
+    console_log: Path | None = None  # None: serial console on this terminal
+    kernel_args: list[str] = field(default_factory=list)
+    extra_qemu: list[str] = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def smbios_value(text: str) -> str:
+    """QEMU option values double their commas."""
+    return text.replace(",", ",,")
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class ArtifactServer:
+    """Serves a folder over HTTP on loopback (the guest reaches it as 10.0.2.2)."""
+
+    def __init__(self, folder: Path) -> None:
+        handler = functools.partial(_QuietHandler, directory=str(folder))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = int(self.httpd.server_address[1])
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> ArtifactServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class VM:
+    """A running QEMU guest; use as a context manager so it is always stopped."""
+
+    def __init__(self, spec: VMSpec) -> None:
+        self.spec = spec
+        self.ssh_port = spec.ssh_port or free_port()
+        self.tmp = Path(tempfile.mkdtemp(prefix="deelit-vm-"))
+        self.server: ArtifactServer | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    # --- command line ---------------------------------------------------------------------
+
+    def argv(self) -> list[str]:
+        spec = self.spec
+        argv = [
+            "qemu-system-x86_64", "-accel", spec.accel, "-cpu", "max" if spec.accel == "tcg" else "host",
+            "-m", str(spec.memory_mib), "-smp", str(spec.cpus),
+            "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
+            "-device", "virtio-net-pci,netdev=n0",
+            "-device", "virtio-rng-pci",
+            *self._firmware_args(),
+            *self._smbios_args(),
+            *self._boot_args(),
+            *spec.extra_qemu,
+        ]
+        if spec.console_log is None:
+            argv += ["-nographic"]
+        else:
+            argv += ["-display", "none", "-serial", f"file:{spec.console_log}", "-monitor", "none"]
+        return argv
+
+    def _firmware_args(self) -> list[str]:
+        fw = self.spec.firmware
+        if fw == "bios":
+            return ["-machine", "q35"]
+        code, vars_template = OVMF[fw]
+        for name in (code, vars_template):
+            if not (OVMF_DIR / name).exists():
+                raise DeelitError(f"{OVMF_DIR / name}: missing; install the 'ovmf' package (make setup)")
+        vars_copy = self.tmp / "OVMF_VARS.fd"  # the firmware writes its variables: use a copy
+        shutil.copyfile(OVMF_DIR / vars_template, vars_copy)
+        machine = ["-machine", "q35,smm=on" if fw == "uefi-secureboot" else "q35"]
+        secure = (["-global", "driver=cfi.pflash01,property=secure,value=on"]
+                  if fw == "uefi-secureboot" else [])
+        return [
+            *machine, *secure,
+            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_DIR / code}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
+        ]
+
+    def _smbios_args(self) -> list[str]:
+        out = []
+        if self.spec.smbios_serial is not None:
+            out += ["-smbios", f"type=1,serial={smbios_value(self.spec.smbios_serial)}"]
+        if self.spec.ssh_pubkey:
+            cred = f"io.systemd.credential:ssh.authorized_keys.root={self.spec.ssh_pubkey.strip()}"
+            out += ["-smbios", f"type=11,value={smbios_value(cred)}"]
+        return out
+
+    def _boot_args(self) -> list[str]:
+        art = self.spec.artifact
+        kernel, initrd, squashfs = (art / n for n in ("vmlinuz", "initrd.img", "filesystem.squashfs"))
+        for path in (kernel, initrd, squashfs):
+            if not path.is_file():
+                raise DeelitError(f"{path}: missing; is {art} a netboot artifact folder (deelit build)?")
+        args = ["boot=live", "console=tty0", "console=ttyS0,115200n8", *self.spec.kernel_args]
+        drives: list[str] = []
+        if self.spec.media == "http":
+            self.server = ArtifactServer(art)
+            args.append(f"fetch=http://{GUEST_HOST}:{self.server.port}/filesystem.squashfs")
+        else:
+            drives = ["-drive", f"file={self._live_disk(squashfs)},format=raw,if=virtio,readonly=on"]
+        return ["-kernel", str(kernel), "-initrd", str(initrd), "-append", " ".join(args), *drives]
+
+    def _live_disk(self, squashfs: Path) -> Path:
+        """A small ext4 disk with live/filesystem.squashfs, made without mounting anything."""
+        content = self.tmp / "live-disk"
+        (content / "live").mkdir(parents=True)
+        try:
+            os.link(squashfs, content / "live" / "filesystem.squashfs")
+        except OSError:
+            shutil.copyfile(squashfs, content / "live" / "filesystem.squashfs")
+        size_mib = squashfs.stat().st_size // (1 << 20) + 64
+        disk = self.tmp / "live.img"
+        subprocess.run(["mkfs.ext4", "-q", "-L", "DEELIT-LIVE", "-d", str(content), str(disk),
+                        f"{size_mib}M"], check=True)
+        return disk
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def __enter__(self) -> VM:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        argv = self.argv()
+        if self.server:
+            self.server.__enter__()
+        interactive = self.spec.console_log is None
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=None if interactive else subprocess.DEVNULL,
+            stdout=None if interactive else subprocess.DEVNULL,
+            stderr=None if interactive else subprocess.PIPE,
+        )
+
+    def wait(self) -> int:
+        assert self.proc is not None
+        return self.proc.wait()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def console(self) -> str:
+        log = self.spec.console_log
+        return log.read_text(errors="replace") if log and log.exists() else ""
+
+    def wait_for_console(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.console():
+                return
+            self._check_alive()
+            time.sleep(1)
+        raise TimeoutError(f"'{text}' not on the serial console after {timeout:.0f} s")
+
+    def wait_for_ssh(self, timeout: float) -> None:
+        """Waits until the guest's SSH server sends its banner through the forwarded port."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                with socket.create_connection(("127.0.0.1", self.ssh_port), timeout=5) as s:
+                    s.settimeout(10)
+                    if s.recv(64).startswith(b"SSH-"):
+                        return
+            except OSError:
+                pass
+            time.sleep(2)
+        raise TimeoutError(f"no SSH on 127.0.0.1:{self.ssh_port} after {timeout:.0f} s")
+
+    def _check_alive(self) -> None:
+        if not self.alive():
+            assert self.proc is not None
+            stderr = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+            raise DeelitError(f"QEMU exited with {self.proc.returncode}: {stderr.strip()[-500:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.server:
+            self.server.__exit__()
+        shutil.rmtree(self.tmp, ignore_errors=True)

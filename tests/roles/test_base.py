@@ -1,0 +1,56 @@
+"""Role `base`: locale, keyboard, timezone, hostname, apt, locked accounts."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+
+def test_locale_is_generated_and_default(host: Any, profile: dict[str, Any]) -> None:
+    locale = profile["locale"]
+    assert host.file("/etc/default/locale").content_string.strip() == f"LANG={locale}"
+    generated = host.check_output("locale -a").lower().replace("-", "")
+    assert locale.lower().replace("-", "").replace("utf8", "utf8") in generated
+
+
+def test_keyboard_layout(host: Any, profile: dict[str, Any]) -> None:
+    assert f'XKBLAYOUT="{profile["keyboard"]}"' in host.file("/etc/default/keyboard").content_string
+
+
+def test_timezone(host: Any, profile: dict[str, Any]) -> None:
+    localtime = host.file("/etc/localtime")
+    assert localtime.is_symlink
+    assert localtime.linked_to == f"/usr/share/zoneinfo/{profile['timezone']}"
+
+
+def test_root_locked_and_no_usable_password(host: Any) -> None:
+    shadow = host.file("/etc/shadow").content_string
+    entries = dict(line.split(":")[:2] for line in shadow.splitlines() if line)
+    assert entries["root"].startswith("!")
+    usable = {user for user, pw in entries.items() if not pw.startswith(("!", "*"))}
+    assert usable == set()
+
+
+def test_apt_sources_name_the_suite(host: Any, profile: dict[str, Any]) -> None:
+    sources = host.file("/etc/apt/sources.list.d/debian.sources").content_string
+    assert f"Suites: {profile['suite']} {profile['suite']}-updates" in sources
+    assert not host.file("/etc/apt/sources.list").exists
+
+
+def test_tree_is_finalized(host: Any, booted: bool) -> None:
+    if booted:
+        return  # a running system has its own machine-id and host keys by now
+    assert host.file("/etc/machine-id").content_string == ""
+    assert host.run("ls /etc/ssh/ssh_host_* 2>/dev/null").stdout == ""
+    assert host.run("ls /var/lib/apt/lists/ | grep _ || true").stdout == ""
+    assert not host.file("/usr/sbin/policy-rc.d").exists
+
+
+def test_booted_system_is_healthy(host: Any, booted: bool, profile: dict[str, Any]) -> None:
+    if not booted:
+        return
+    state = host.run("systemctl is-system-running --wait").stdout.strip()
+    failed = host.run("systemctl --failed --no-legend --plain").stdout
+    assert (state, failed) == ("running", "")
+    pattern = re.escape(profile["hostname"]).replace(re.escape("{serial}"), "[a-z0-9]{1,6}")
+    assert re.fullmatch(pattern, host.check_output("hostname"))

@@ -1,0 +1,82 @@
+"""Pieces of the pipeline that need no root: keys, failures, packages, output safety."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provisioner.build import pipeline
+from provisioner.build.configure import failed_task
+from provisioner.build.manifest import installed_packages, purl
+from provisioner.errors import DeelitError
+from provisioner.profile import load_profile
+
+
+def keys_for(profile_name: str, roles: dict[str, str], sde: int = 1) -> pipeline.CacheKeys:
+    prof = load_profile(profile_name)
+    return pipeline.cache_keys(prof, ["deb http://m.example/debian trixie main"], roles, sde)
+
+
+def test_role_change_keeps_bootstrap_key_and_changes_tree_key() -> None:
+    a = keys_for("ci", {"base": "1", "technician_ssh": "1"})
+    b = keys_for("ci", {"base": "2", "technician_ssh": "1"})
+    assert a.bootstrap == b.bootstrap
+    assert a.tree != b.tree and a.artifacts != b.artifacts
+
+
+def test_output_option_changes_only_artifacts_key() -> None:
+    prof = load_profile("ci")
+    assert prof.outputs.netboot is not None
+    other = prof.model_copy(update={"outputs": prof.outputs.model_copy(
+        update={"netboot": prof.outputs.netboot.model_copy(update={"compression_level": 19})})})
+    lines, roles = ["deb http://m.example/debian trixie main"], {"base": "1"}
+    a = pipeline.cache_keys(prof, lines, roles, 1)
+    b = pipeline.cache_keys(other, lines, roles, 1)
+    assert (a.bootstrap, a.tree) == (b.bootstrap, b.tree)
+    assert a.artifacts != b.artifacts
+
+
+def test_mirror_or_package_change_invalidates_bootstrap() -> None:
+    prof = load_profile("ci")
+    roles = {"base": "1"}
+    a = pipeline.cache_keys(prof, ["deb http://m.example/debian trixie main"], roles, 1)
+    b = pipeline.cache_keys(prof, ["deb http://n.example/debian trixie main"], roles, 1)
+    c = pipeline.cache_keys(prof.model_copy(update={"packages": ["less"]}),
+                            ["deb http://m.example/debian trixie main"], roles, 1)
+    assert len({a.bootstrap, b.bootstrap, c.bootstrap}) == 3
+
+
+def test_failed_task_is_named(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    log.write_text(
+        "TASK [base : Generate the locale] ****\nok: [t]\n"
+        "TASK [technician_ssh : Allow key logins only] ****\n"
+        'fatal: [t]: FAILED! => {"changed": false, "msg": "failed to validate", '
+        '"stderr": "Missing privilege separation directory: /run/sshd\\r\\n"}\n'
+    )
+    assert failed_task(log) == (
+        "Ansible task 'technician_ssh : Allow key logins only' failed: failed to validate - "
+        "Missing privilege separation directory: /run/sshd"
+    )
+
+
+def test_installed_packages_only_installed(tmp_path: Path) -> None:
+    status = tmp_path / "var/lib/dpkg/status"
+    status.parent.mkdir(parents=True)
+    status.write_text(
+        "Package: zlib1g\nStatus: install ok installed\nVersion: 1:1.3.dfsg-3.1\nArchitecture: amd64\n"
+        "Description: x\n more\n\n"
+        "Package: gone\nStatus: deinstall ok config-files\nVersion: 1\nArchitecture: all\n\n"
+        "Package: bash\nStatus: install ok installed\nVersion: 5.2.37-2\nArchitecture: amd64\n"
+    )
+    pkgs = installed_packages(tmp_path)
+    assert [(p.name, p.version) for p in pkgs] == [("bash", "5.2.37-2"), ("zlib1g", "1:1.3.dfsg-3.1")]
+    assert purl(pkgs[1], "trixie") == "pkg:deb/debian/zlib1g@1%3A1.3.dfsg-3.1?arch=amd64&distro=debian-trixie"
+
+
+def test_output_folder_that_is_not_ours_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep")
+    with pytest.raises(DeelitError, match="not a deelit output folder"):
+        pipeline._check_out_dir(tmp_path)
+    pipeline._check_out_dir(tmp_path / "new")  # a new folder is fine
