@@ -69,9 +69,10 @@ def mount() -> Iterator[Callable[..., Path]]:
 def patterned(path: Path, size: int, seed: str = "old") -> Path:
     """A file full of a position-dependent pattern, so any write to it shows."""
     block = b"".join(hashlib.sha256(f"{seed}{i}".encode()).digest() for i in range(B // 32))
+    mib = b"".join(block[i:] + block[:i] for i in range(0, 256 * 16, 16))  # 256 distinct blocks
     with path.open("wb") as f:
-        for i in range(size // B):
-            f.write(block[i % B:] + block[: i % B] if i % 7 else block)
+        for i in range(size // len(mib)):
+            f.write(i.to_bytes(8, "little") + mib[8:])  # and every MiB differs
     return path
 
 
