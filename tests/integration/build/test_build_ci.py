@@ -1,0 +1,114 @@
+"""The `ci` image end to end: build, cache, role change, artifacts, manifest, boot and verify.
+
+Runs real mmdebstrap, ansible-core, mksquashfs and QEMU (TCG): minutes, root, network to the
+host's Debian mirror. The build cache is the default one, so a developer's second run is quick.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from provisioner.build import pipeline
+from provisioner.build.cache import Cache
+from provisioner.profile import PROJECT_ROOT, load_profile
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+
+def deelit(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "provisioner.cli", *args], capture_output=True,
+                          text=True, check=False, cwd=PROJECT_ROOT)
+    if check and proc.returncode != 0:
+        pytest.fail(f"deelit {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def ci_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ci") / "out"
+    deelit("build", "ci", "--out", str(out))
+    return out
+
+
+def test_artifacts_manifest_checksums_and_sbom(ci_build: Path) -> None:
+    names = {p.name for p in ci_build.iterdir()}
+    assert names == {"vmlinuz", "initrd.img", "filesystem.squashfs", "manifest.json", "SHA256SUMS",
+                     "sbom.cdx.json"}
+    subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=ci_build, check=True)
+    manifest = json.loads((ci_build / "manifest.json").read_text())
+    assert manifest["profile"]["name"] == "ci"
+    assert manifest["profile"]["digest"] == load_profile("ci").digest()
+    assert set(manifest["roles"]) == {"base", "technician_ssh"}
+    packages = {p["name"] for p in manifest["packages"]}
+    assert {"systemd", "linux-image-amd64", "live-boot", "openssh-server", "locales"} <= packages
+    for art in manifest["artifacts"]:
+        assert (ci_build / art["name"]).stat().st_size == art["size"]
+    squash = subprocess.run(["unsquashfs", "-s", str(ci_build / "filesystem.squashfs")],
+                            capture_output=True, text=True, check=True).stdout
+    assert "Compression zstd" in squash
+    sbom = json.loads((ci_build / "sbom.cdx.json").read_text())
+    assert sbom["bomFormat"] == "CycloneDX"
+    assert len(sbom["components"]) == len(manifest["packages"])
+
+
+def test_unchanged_rebuild_comes_from_the_cache(ci_build: Path) -> None:
+    before = json.loads((ci_build / "manifest.json").read_text())
+    proc = deelit("build", "ci", "--out", str(ci_build))
+    for step in ("bootstrap", "configure", "finalize", "artifacts"):
+        assert any(step in line and "(cached)" in line for line in proc.stdout.splitlines()), proc.stdout
+    after = json.loads((ci_build / "manifest.json").read_text())
+    assert after["build_id"] == before["build_id"]
+    assert after["packages"] == before["packages"]
+
+
+def test_role_change_reruns_from_configure(ci_build: Path, tmp_path: Path) -> None:
+    """A copy of the project with one role touched: bootstrap cached, configure runs again."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copytree(PROJECT_ROOT / "roles", project / "roles")
+    with (project / "roles" / "base" / "defaults" / "main.yml").open("a") as f:
+        f.write("# touched by test_role_change_reruns_from_configure\n")
+    ran: dict[str, bool] = {}
+    ctx = pipeline.prepare(load_profile("ci"), tmp_path / "out", Cache(), project=project)
+    pipeline.run(ctx, lambda name, _s, cached: ran.__setitem__(name, cached))
+    assert ran == {"bootstrap": True, "configure": False, "finalize": False, "artifacts": False,
+                   "manifest": False}
+    original = json.loads((ci_build / "manifest.json").read_text())
+    rebuilt = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert rebuilt["cache_keys"]["bootstrap"] == original["cache_keys"]["bootstrap"]
+    assert rebuilt["roles"]["base"] != original["roles"]["base"]
+    assert rebuilt["roles"]["technician_ssh"] == original["roles"]["technician_ssh"]
+
+
+def test_failed_step_leaves_no_artifact_and_names_the_task(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copytree(PROJECT_ROOT / "roles", project / "roles")
+    tasks = project / "roles" / "base" / "tasks" / "main.yml"
+    first = "---\n- name: Break on purpose\n  ansible.builtin.command: /bin/false\n  changed_when: false\n"
+    tasks.write_text(first + tasks.read_text().removeprefix("---\n"))
+    cache = Cache()
+    ctx = pipeline.prepare(load_profile("ci"), tmp_path / "out", cache, project=project)
+    with pytest.raises(pipeline.DeelitError) as info:
+        pipeline.run(ctx)
+    message = str(info.value)
+    assert "step 'configure' failed: Ansible task 'base : Break on purpose' failed" in message
+    assert str(ctx.log) in message
+    assert not (tmp_path / "out").exists()
+    assert not ctx.work.exists()
+    assert cache.lookup("tree", ctx.keys.tree) is None
+
+
+def test_verify_tree_and_booted_image(ci_build: Path) -> None:
+    """testinfra on the built tree (chroot) and over SSH on the booted image (QEMU, SeaBIOS)."""
+    proc = deelit("verify", "ci", "--out", str(ci_build), check=False)
+    console = ci_build.parent / f"{ci_build.name}-console.log"
+    tail = console.read_text(errors="replace")[-3000:] if console.exists() else ""
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\nconsole:\n{tail}"
+    assert proc.stdout.count(" passed") >= 2  # both the tree and the booted run
