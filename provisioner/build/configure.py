@@ -99,18 +99,15 @@ def failed_task(log: Path) -> str | None:
     return None
 
 
-def configure(ctx: BuildContext) -> None:
-    if ctx.tree is not None:
-        ctx.cached.add("configure")
-        return
-    tree = extract_tree(ctx)
+def run_playbook(ctx: BuildContext, tree: Path, step: str = "configure") -> None:
+    """Runs the profile's generated playbook into tree; output goes to the build log."""
     playbook = ctx.work / "playbook.yml"
     playbook.write_text(render_playbook(ctx))
     playbook_argv = ["ansible-playbook", "-i", f"{tree},", "-c", "community.general.chroot",
                      *(["-v"] if ctx.verbose else []), str(playbook)]
     with _build_only_files(tree):
         run_logged(
-            "configure",
+            step,
             ["unshare", "--mount", "--propagation", "private", "--fork", "--",
              "sh", "-c", _NAMESPACE_SCRIPT, "sh", tree, *playbook_argv],
             ctx.log,
@@ -120,6 +117,14 @@ def configure(ctx: BuildContext) -> None:
             on_failure=failed_task,
             cwd=ctx.work,
         )
+
+
+def configure(ctx: BuildContext) -> None:
+    if ctx.tree is not None:
+        ctx.cached.add("configure")
+        return
+    tree = extract_tree(ctx)
+    run_playbook(ctx, tree)
     ctx.tree = tree
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.build import pipeline
+from provisioner.build import configure, pipeline
 from provisioner.build.cache import Cache
 from provisioner.profile import PROJECT_ROOT, load_profile
 
@@ -112,3 +112,18 @@ def test_verify_tree_and_booted_image(ci_build: Path) -> None:
     tail = console.read_text(errors="replace")[-3000:] if console.exists() else ""
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}\nconsole:\n{tail}"
     assert proc.stdout.count(" passed") >= 2  # both the tree and the booted run
+
+
+def test_roles_are_idempotent_on_the_built_tree(ci_build: Path) -> None:
+    """The profile's playbook run again over a copy of the finished tree changes nothing."""
+    cache = Cache()
+    ctx = pipeline.prepare(load_profile("ci"), ci_build.parent / "idem-out", cache)
+    assert ctx.tree is not None, "the ci tree should be in the cache after ci_build"
+    copy = ctx.work / "tree"
+    try:
+        subprocess.run(["cp", "-a", "--reflink=auto", str(ctx.tree), str(copy)], check=True)
+        configure.run_playbook(ctx, copy, step="idempotence")
+        recap = ctx.log.read_text().rsplit("PLAY RECAP", 1)[1]
+        assert " changed=0 " in recap and " failed=0 " in recap, recap
+    finally:
+        shutil.rmtree(ctx.work, ignore_errors=True)
