@@ -81,7 +81,8 @@ class ArtifactServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
+        if self.thread.is_alive():  # shutdown() would wait forever for a loop never started
+            self.httpd.shutdown()
         self.httpd.server_close()
 
 
