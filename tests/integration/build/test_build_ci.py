@@ -17,6 +17,7 @@ import pytest
 from provisioner.build import configure, pipeline
 from provisioner.build.cache import Cache
 from provisioner.profile import PROJECT_ROOT, load_profile
+from provisioner.vm import VM, VMSpec
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -127,3 +128,23 @@ def test_roles_are_idempotent_on_the_built_tree(ci_build: Path) -> None:
         assert " changed=0 " in recap and " failed=0 " in recap, recap
     finally:
         shutil.rmtree(ctx.work, ignore_errors=True)
+
+
+def test_netboot_artifacts_also_boot_from_a_local_file(ci_build: Path, tmp_path: Path) -> None:
+    """live-boot finds live/filesystem.squashfs on an attached disk: no network fetch."""
+    import testinfra
+
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    console = tmp_path / "console.log"
+    spec = VMSpec(artifact=ci_build, media="local", console_log=console,
+                  ssh_pubkey=key.with_suffix(".pub").read_text())
+    with VM(spec) as vm:
+        try:
+            vm.wait_for_ssh(900)
+        except TimeoutError:
+            pytest.fail(f"no SSH; console tail:\n{console.read_text(errors='replace')[-3000:]}")
+        host = testinfra.get_host(f"paramiko://root@127.0.0.1:{vm.ssh_port}", ssh_identity_file=str(key))
+        assert "fetch=" not in host.file("/proc/cmdline").content_string
+        medium = host.check_output("findmnt -n -o SOURCE /run/live/medium")
+        assert medium.startswith("/dev/vd"), medium
