@@ -16,9 +16,11 @@ from provisioner import profile as profiles
 from provisioner import verify as verifier
 from provisioner.agent import commands as agent_commands
 from provisioner.build import pipeline
+from provisioner.build.artifacts.disk import parse_size
 from provisioner.build.cache import Cache
 from provisioner.errors import DeelitError
 from provisioner.flash import commands as flash_commands
+from provisioner.netboot import commands as netboot_commands
 from provisioner.registry import commands as registry_commands
 from provisioner.vm import VM, VMSpec
 
@@ -94,7 +96,8 @@ def _firmware(value: str) -> verifier.Firmware:
 
 @app.command("boot")
 def boot(
-    artifact_dir: Annotated[Path, typer.Argument(help="a build's output folder, e.g. out/ci")],
+    artifact_dir: Annotated[Path, typer.Argument(
+        help="a build's output folder (e.g. out/ci) or a disk image (NAME.img.zst or raw)")],
     firmware: FirmwareOpt = "bios",
     media: Annotated[str, typer.Option(help="http (live-boot fetch=) or local (a disk)")] = "http",
     memory: Annotated[int, typer.Option(help="MiB of RAM")] = 2048,
@@ -102,18 +105,43 @@ def boot(
     ssh_key: Annotated[Path | None, typer.Option(help="public key handed over as boot credential")] = None,
     serial: Annotated[str | None, typer.Option(help="SMBIOS system serial of the virtual laptop")] = None,
     accel: Annotated[str, typer.Option(help="tcg (works everywhere) or kvm")] = "tcg",
+    disk: Annotated[bool, typer.Option(
+        "--disk", help="boot the folder's disk image (NAME.img.zst) instead of netboot")] = False,
+    disk_size: Annotated[str | None, typer.Option(
+        help="virtual disk size for a disk image, e.g. 20GiB (default: the image's)")] = None,
 ) -> None:
-    """Boot an artifact in QEMU with the serial console on this terminal (Ctrl-a x quits)."""
+    """Boot an artifact in QEMU with the serial console on this terminal (Ctrl-a x quits).
+
+    A disk image boots as a fresh virtual laptop (a qcow2 overlay): the artifact never changes.
+    """
     if media not in ("http", "local"):
         raise DeelitError(f"--media: '{media}' is not one of http, local")
+    artifact = _disk_image(artifact_dir) if disk else artifact_dir
+    size = None
+    if disk_size is not None:
+        try:
+            size = parse_size(disk_size)
+        except ValueError as exc:
+            raise DeelitError(f"--disk-size: {exc}") from None
     spec = VMSpec(
-        artifact=artifact_dir, firmware=_firmware(firmware), media=media,  # type: ignore[arg-type]
+        artifact=artifact, firmware=_firmware(firmware), media=media,  # type: ignore[arg-type]
+        disk_size=size,
         memory_mib=memory, ssh_port=ssh_port, accel=accel, smbios_serial=serial,
         ssh_pubkey=ssh_key.read_text() if ssh_key else None,
     )
     with VM(spec) as vm:
         err.print(f"SSH: ssh -p {vm.ssh_port} root@127.0.0.1  (quit QEMU: Ctrl-a x)")
         raise typer.Exit(vm.wait())
+
+
+def _disk_image(folder: Path) -> Path:
+    if folder.is_file():
+        return folder
+    found = sorted(folder.glob("*.img.zst"))
+    if len(found) != 1:
+        raise DeelitError(f"{folder}: --disk needs exactly one NAME.img.zst there (found "
+                          f"{len(found)}); build a profile with outputs.disk, or name the image")
+    return found[0]
 
 
 @app.command("verify")
@@ -161,7 +189,7 @@ def cache_prune(
     removed = Cache(cache).prune(older_than)
     out.print(f"removed {len(removed)} entries")
 
-for area in (flash_commands, agent_commands, registry_commands):
+for area in (flash_commands, agent_commands, registry_commands, netboot_commands):
     area.register(app)
 
 

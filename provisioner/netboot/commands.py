@@ -1,0 +1,64 @@
+"""CLI of the netboot area: `deelit serve`, registered by cli.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from provisioner.errors import DeelitError
+from provisioner.netboot.config import ACTIONS, StationConfig, default_interface, interface_address
+
+err = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Adds `deelit serve` to the main app."""
+    app.command("serve")(serve)
+
+
+def serve(
+    interface: Annotated[str | None, typer.Option(
+        help="LAN interface (default: the one with the default route)")] = None,
+    image: Annotated[Path, typer.Option(
+        help="build folder of the target disk image (NAME.img.zst + NAME.bmap)")] = Path("out/pupil"),
+    installer: Annotated[Path, typer.Option(
+        help="build folder of the installer's netboot artifacts")] = Path("out/installer"),
+    data: Annotated[Path | None, typer.Option(
+        help="station data: registry, token, actions (default $DEELIT_DATA or ~/.local/share/deelit)",
+        envvar="DEELIT_DATA")] = None,
+    http_port: Annotated[int, typer.Option(help="HTTP port for scripts, files and the API")] = 8080,
+    action: Annotated[str, typer.Option(
+        help="default action for machines the registry does not send elsewhere: "
+             "inventory, wipe-install, install, local")] = "wipe-install",
+    uefi: Annotated[str, typer.Option(help="iPXE for UEFI: snponly.efi (firmware NIC driver) "
+                                      "or ipxe.efi")] = "snponly.efi",
+    secure_boot: Annotated[bool, typer.Option(
+        "--secure-boot", help="UEFI clients get shim -> signed GRUB -> signed kernel")] = False,
+    station: Annotated[str | None, typer.Option(help="station name for the token")] = None,
+) -> None:
+    """PXE station beside the café's router: proxy-DHCP + TFTP (dnsmasq) + HTTP + registry."""
+    from provisioner.netboot import server
+    from provisioner.registry.settings import default_data_dir
+
+    if action not in ACTIONS:
+        raise DeelitError(f"--action: {action!r} is not one of {', '.join(ACTIONS)}")
+    if uefi not in ("snponly.efi", "ipxe.efi"):
+        raise DeelitError(f"--uefi: {uefi!r} is not one of snponly.efi, ipxe.efi")
+    iface = interface or default_interface()
+    address, subnet = interface_address(iface)
+    cfg = StationConfig(
+        interface=iface, server_ip=address, subnet=subnet, http_port=http_port,
+        data_dir=(data or default_data_dir()).absolute(), run_dir=server.run_dir(),
+        image_dir=image.absolute(), installer_dir=installer.absolute(),
+        default_action=action, uefi_binary=uefi, secure_boot=secure_boot,  # type: ignore[arg-type]
+    )
+
+    def ready(token: str) -> None:
+        err.print(f"station on {iface} ({address}, proxy-DHCP for {subnet}); "
+                  f"page: {cfg.http_base}/station#token={token}", highlight=False)
+        print("ready", flush=True)
+
+    server.serve(cfg, on_ready=ready, station=station)

@@ -1,0 +1,97 @@
+"""dnsmasq in proxy-DHCP mode with TFTP: config from the template, TFTP root, the process."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from provisioner.errors import DeelitError
+from provisioner.netboot.config import StationConfig
+from provisioner.netboot.scripts import templates
+
+IPXE_DIR = Path("/usr/lib/ipxe")
+SHIM = Path("/usr/lib/shim/shimx64.efi.signed")
+GRUB_NET = Path("/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed")
+BIOS_FILE = "undionly.kpxe"
+SHIM_FILE = "shimx64.efi"
+# shim loads grubx64.efi from the directory it came from; Debian's signed network GRUB then
+# reads grub/grub.cfg below its TFTP prefix.
+GRUB_FILE = "grubx64.efi"
+SOURCES = {
+    BIOS_FILE: (IPXE_DIR / "undionly.kpxe", "ipxe"),
+    "ipxe.efi": (IPXE_DIR / "ipxe.efi", "ipxe"),
+    "snponly.efi": (IPXE_DIR / "snponly.efi", "ipxe"),
+    SHIM_FILE: (SHIM, "shim-signed"),
+    GRUB_FILE: (GRUB_NET, "grub-efi-amd64-signed"),
+}
+
+
+def uefi_file(cfg: StationConfig) -> str:
+    return SHIM_FILE if cfg.secure_boot else cfg.uefi_binary
+
+
+def render_config(cfg: StationConfig) -> str:
+    return templates.get_template("dnsmasq.conf.j2").render(
+        interface=cfg.interface,
+        subnet=cfg.subnet,
+        http_base=cfg.http_base,
+        bios_file=BIOS_FILE,
+        uefi_file=uefi_file(cfg),
+        tftp_root=cfg.run_dir / "tftp",
+        pid_file=cfg.run_dir / "dnsmasq.pid",
+        lease_file=cfg.run_dir / "dnsmasq.leases",
+    )
+
+
+def populate_tftp(cfg: StationConfig, grub_cfg: str) -> Path:
+    """Copies Debian's boot binaries into the TFTP root (world-readable for dnsmasq's user)."""
+    root = cfg.run_dir / "tftp"
+    (root / "grub").mkdir(parents=True, exist_ok=True)
+    wanted = [BIOS_FILE, cfg.uefi_binary] + ([SHIM_FILE, GRUB_FILE] if cfg.secure_boot else [])
+    for name in wanted:
+        src, package = SOURCES[name]
+        if not src.is_file():
+            raise DeelitError(f"{src}: missing; install the Debian package {package} (make setup)")
+        shutil.copyfile(src, root / name)
+        (root / name).chmod(0o644)
+    (root / "grub" / "grub.cfg").write_text(grub_cfg)
+    for path in (cfg.run_dir, root, root / "grub", root / "grub" / "grub.cfg"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
+
+
+class Dnsmasq:
+    """The dnsmasq process; stopped (and waited for) on exit, whatever happened."""
+
+    def __init__(self, cfg: StationConfig, log: Path) -> None:
+        self.cfg, self.log = cfg, log
+        self.conf = cfg.run_dir / "dnsmasq.conf"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+        if not Path(binary).exists():
+            raise DeelitError("dnsmasq is not installed: install the Debian package dnsmasq-base")
+        self.conf.write_text(render_config(self.cfg))
+        self.conf.chmod(0o644)
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [binary, "--keep-in-foreground", "--log-facility=-", f"--conf-file={self.conf}"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        time.sleep(0.5)
+        if self.proc.poll() is not None:
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise DeelitError(f"dnsmasq exited at start ({self.proc.returncode}): "
+                              + " / ".join(tail) + f"; config: {self.conf}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

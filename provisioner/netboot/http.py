@@ -1,0 +1,160 @@
+"""The station's HTTP service: iPXE scripts, installer and image files, progress, and the
+registry API mounted beside them (one port for everything a laptop needs)."""
+
+# No `from __future__ import annotations`: FastAPI reads these annotations at runtime.
+import datetime as dt
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from provisioner.netboot import scripts
+from provisioner.netboot.config import StationConfig
+from provisioner.netboot.images import PreparedImage
+from provisioner.registry.api import create_app as registry_app
+from provisioner.registry.labels import labels_pdf
+from provisioner.registry.settings import Settings
+from provisioner.registry.store import Caller, Store
+
+INSTALLER_FILES = ("vmlinuz", "initrd.img", "filesystem.squashfs")
+IMAGE_FILES = ("disk.img", "disk.bmap", "manifest.json")
+STAGES = ("pxe", "booted", "inventory", "grade", "wipe", "install", "verify", "report",
+          "done", "failed")
+
+
+class ProgressIn(BaseModel):
+    key: str = Field(max_length=128, pattern=r"^[^\x00]*$")
+    stage: str = Field(pattern="^(" + "|".join(STAGES) + ")$")
+    percent: float | None = Field(default=None, ge=0, le=100)
+    message: str = Field(default="", max_length=500, pattern=r"^[^\x00]*$")
+    serial: str | None = Field(default=None, max_length=128)
+    asset_tag: str | None = Field(default=None, max_length=64)
+
+
+@dataclass
+class MachineState:
+    key: str
+    stage: str
+    action: str | None = None
+    percent: float | None = None
+    message: str = ""
+    serial: str | None = None
+    mac: str | None = None
+    asset_tag: str | None = None
+    first_seen: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+    updated: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+
+
+class Board:
+    """Machines seen by this station run, in memory: the registry keeps what must last."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._machines: dict[str, MachineState] = {}
+
+    def update(self, key: str, **changes: Any) -> MachineState:
+        with self._lock:
+            state = self._machines.get(key) or MachineState(key=key, stage="pxe")
+            for name, value in changes.items():
+                if value is not None:
+                    setattr(state, name, value)
+            state.updated = dt.datetime.now(dt.UTC).isoformat()
+            self._machines[key] = state
+            return state
+
+    def all(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [asdict(m) for m in self._machines.values()]
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def create_app(cfg: StationConfig, image: PreparedImage | None, token: str,
+               store: Store | None = None) -> FastAPI:
+    store = store or Store(Settings(data_dir=cfg.data_dir))
+    book = scripts.ActionBook(cfg.data_dir / "actions.json")
+    board = Board()
+    app = FastAPI(title="deelit station", docs_url=None, redoc_url=None)
+    app.state.board = board
+
+    def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> Caller:
+        who = store.authenticate(creds.credentials) if creds else None
+        if who is None:
+            raise HTTPException(401, "a valid station token is needed",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return who
+
+    Auth = Annotated[Caller, Depends(caller)]
+
+    @app.get("/boot.ipxe", response_class=PlainTextResponse)
+    def boot_ipxe(serial: str | None = None, mac: str | None = None, uuid: str | None = None,
+                  platform: str | None = None) -> str:
+        if serial is None and mac is None:
+            return scripts.chain_script(cfg)
+        machine = scripts.Machine.from_query(serial, mac, uuid, platform)
+        decision = scripts.decide(machine, cfg.default_action, book, store)
+        board.update(machine.key, stage="pxe", action=decision.action, serial=machine.serial,
+                     mac=machine.mac, message=decision.reason)
+        return scripts.machine_script(cfg, machine, decision, token)
+
+    @app.get("/station/action")
+    def action(who: Auth, serial: str | None = None, mac: str | None = None) -> dict[str, str]:
+        machine = scripts.Machine.from_query(serial, mac, None, None)
+        decision = scripts.decide(machine, cfg.default_action, book, store)
+        return {"key": machine.key, "action": decision.action, "reason": decision.reason}
+
+    @app.post("/station/progress", status_code=204)
+    def progress(body: ProgressIn, who: Auth) -> None:
+        board.update(body.key, stage=body.stage, percent=body.percent, message=body.message,
+                     serial=body.serial, asset_tag=body.asset_tag)
+
+    @app.get("/station/machines")
+    def machines(who: Auth) -> list[dict[str, Any]]:
+        return board.all()
+
+    @app.get("/station/image")
+    def image_info() -> dict[str, Any]:
+        if image is None:
+            raise HTTPException(404, "this station serves no disk image")
+        return {"build_id": image.build_id, "profile": image.profile, "size": image.size,
+                "mapped_bytes": image.mapped_bytes}
+
+    @app.get("/installer/{name}")
+    def installer_file(name: str) -> FileResponse:
+        if name not in INSTALLER_FILES:
+            raise HTTPException(404, f"not an installer file: {name}")
+        return _file(cfg.installer_dir / name)
+
+    @app.get("/image/{name}")
+    def image_file(name: str) -> FileResponse:
+        if image is None or name not in IMAGE_FILES:
+            raise HTTPException(404, f"not an image file: {name}")
+        return _file(image.folder / name)
+
+    @app.get("/station/label/{asset_tag}.pdf")
+    def label(asset_tag: str, token: str) -> Response:
+        # A link cannot carry an Authorization header: the page passes its token as a query.
+        if store.authenticate(token) is None:
+            raise HTTPException(401, "a valid station token is needed")
+        pdf = labels_pdf([store.get_device(asset_tag)], "roll62")
+        return Response(pdf, media_type="application/pdf")
+
+    @app.get("/station", response_class=HTMLResponse)
+    def page(request: Request) -> str:
+        return scripts.templates.get_template("station.html.j2").render()
+
+    app.mount("/", registry_app(Settings(data_dir=cfg.data_dir), store=store))
+    return app
+
+
+def _file(path: Path) -> FileResponse:
+    if not path.is_file():
+        raise HTTPException(404, f"{path.name} is missing at the station")
+    # FileResponse answers Range requests (206) itself: agents fetch only the mapped blocks.
+    return FileResponse(path, media_type="application/octet-stream")
