@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from provisioner.errors import DeelitError
 
@@ -85,6 +85,13 @@ class Profile(_Strict):
                 raise ValueError(f"'{pkg}' is not a Debian package name")
         return value
 
+    _source_files: list[Path] = PrivateAttr(default_factory=list)
+
+    @property
+    def source_files(self) -> list[Path]:
+        """The YAML files this profile was loaded from (itself first, then its parents)."""
+        return list(self._source_files)
+
     def digest(self) -> str:
         """SHA-256 of the canonical JSON of the resolved profile."""
         return hashlib.sha256(canonical_json(self.model_dump(mode="json")).encode()).hexdigest()
@@ -124,7 +131,20 @@ def load_profile(ref: str, images_dir: Path = IMAGES_DIR, roles_dir: Path = ROLE
     path = find_profile(ref, images_dir)
     merged = _load_merged(path, images_dir, roles_dir, chain=[])
     merged.setdefault("name", path.stem)
-    return _validate(merged, path)
+    profile = _validate(merged, path)
+    profile._source_files = profile_files(str(path), images_dir)
+    return profile
+
+
+def profile_files(ref: str, images_dir: Path = IMAGES_DIR) -> list[Path]:
+    """The YAML files a profile is made of: itself and every profile it extends."""
+    files: list[Path] = []
+    path: Path | None = find_profile(ref, images_dir)
+    while path is not None and path not in files:
+        files.append(path)
+        parent = _read_yaml(path).get("extends")
+        path = _resolve_parent(parent, path, images_dir) if isinstance(parent, str) else None
+    return files
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -118,17 +118,23 @@ def _link_or_copy(src: Path, dest: Path) -> None:
 # --- planning -----------------------------------------------------------------------------
 
 
-def source_date_epoch(project: Path = PROJECT_ROOT) -> int:
-    """SOURCE_DATE_EPOCH, else the last commit that touched what shapes an image."""
+def source_date_epoch(project: Path = PROJECT_ROOT, paths: list[Path] | None = None) -> int:
+    """SOURCE_DATE_EPOCH, else the last commit that touched what shapes this image.
+
+    Only this image's inputs count (its profile files, its roles, the build code), so a commit
+    to another profile's role does not invalidate this image's cache.
+    """
     env = os.environ.get("SOURCE_DATE_EPOCH")
     if env:
         if not env.isdigit():
             raise DeelitError(f"SOURCE_DATE_EPOCH: '{env}' is not a number of seconds")
         return int(env)
+    rel = [str(p.relative_to(project)) if p.is_relative_to(project) else str(p)
+           for p in (paths or [project / "images", project / "roles"])]
     try:
         out = subprocess.run(
-            ["git", "-C", str(project), "log", "-1", "--format=%ct", "--",
-             "images", "roles", "provisioner/build"],
+            ["git", "-C", str(project), "log", "-1", "--format=%ct", "--", *rel,
+             "provisioner/build"],
             capture_output=True, text=True, check=False,
         ).stdout.strip()
     except FileNotFoundError:
@@ -168,7 +174,8 @@ def prepare(
 ) -> BuildContext:
     _check_out_dir(out_dir)
     mirrors = resolve_mirrors(profile.mirror, profile.security_mirror)
-    sde = source_date_epoch(project)
+    inputs = [*profile.source_files, *(project / "roles" / r.name for r in profile.roles)]
+    sde = source_date_epoch(project, inputs)
     roles = role_digests(profile, project / "roles")
     keys = cache_keys(profile, mirrors.source_lines(profile.suite, profile.components), roles, sde)
     work = cache.staging(profile.name)
