@@ -47,6 +47,10 @@ class DiskOutput(_Strict):
 
     size: str = Field(default="4GiB", pattern=r"^[0-9]+(MiB|GiB)$")
     compression_level: int = Field(default=10, ge=1, le=22)
+    name: str | None = Field(
+        default=None, pattern=r"^[a-z0-9][a-z0-9._-]*$",
+        description="file name stem: NAME.img.zst + NAME.bmap (default: the profile name)",
+    )
 
 
 class Outputs(_Strict):

@@ -5,6 +5,8 @@ so TCG is the default accelerator; `accel="kvm"` is for hosts where it works.
 
 Netboot artifacts boot with live-boot: over HTTP (`fetch=`, served from this process to the
 guest's 10.0.2.2) or from a local file (a small ext4 disk holding live/filesystem.squashfs).
+A disk image (NAME.img.zst or a raw file) boots as a fresh virtual laptop: the firmware boots it
+from a qcow2 overlay (optionally larger than the image), so the artifact itself never changes.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ GUEST_HOST = "10.0.2.2"  # the host as QEMU user networking shows it to the gues
 
 @dataclass
 class VMSpec:
-    artifact: Path  # a netboot artifact folder
+    artifact: Path  # a netboot artifact folder, or a disk image file (.img.zst or raw)
     firmware: Firmware = "bios"
     media: Media = "http"
     memory_mib: int = 2048
@@ -49,12 +51,27 @@ class VMSpec:
     console_log: Path | None = None  # None: serial console on this terminal
     kernel_args: list[str] = field(default_factory=list)
     extra_qemu: list[str] = field(default_factory=list)
+    disk_size: int | None = None  # bytes of the virtual disk a disk image is written to
+
+    @property
+    def is_disk(self) -> bool:
+        return self.artifact.is_file()
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _run_tool(argv: list[str], image: Path) -> None:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise DeelitError(f"{argv[0]}: not installed (make setup)") from None
+    if proc.returncode != 0:
+        raise DeelitError(f"{image}: {argv[0]} failed: {proc.stderr.strip()[-400:]}; is it a "
+                          "disk image from deelit build (NAME.img.zst or raw)?")
 
 
 def smbios_value(text: str) -> str:
@@ -146,6 +163,8 @@ class VM:
         return out
 
     def _boot_args(self) -> list[str]:
+        if self.spec.is_disk:
+            return self._disk_args()
         art = self.spec.artifact
         kernel, initrd, squashfs = (art / n for n in ("vmlinuz", "initrd.img", "filesystem.squashfs"))
         for path in (kernel, initrd, squashfs):
@@ -173,6 +192,24 @@ class VM:
         subprocess.run(["mkfs.ext4", "-q", "-L", "DEELIT-LIVE", "-d", str(content), str(disk),
                         f"{size_mib}M"], check=True)
         return disk
+
+    def _disk_args(self) -> list[str]:
+        """The image under a qcow2 overlay: writes (and first-boot growth) land in self.tmp."""
+        image = self.spec.artifact.resolve()
+        base = image
+        if image.name.endswith(".zst"):
+            base = self.tmp / "disk.raw"
+            _run_tool(["zstd", "-q", "-d", "--sparse", str(image), "-o", str(base)], image)
+        size = base.stat().st_size
+        wanted = self.spec.disk_size or size
+        if wanted < size:
+            raise DeelitError(f"--disk-size: {wanted} bytes is smaller than the image {image} "
+                              f"({size} bytes)")
+        overlay = self.tmp / "disk.qcow2"
+        _run_tool(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw",
+                   str(overlay), str(wanted)], image)
+        return ["-drive", f"file={overlay},format=qcow2,if=none,id=disk0,discard=unmap",
+                "-device", "virtio-blk-pci,drive=disk0,bootindex=0"]
 
     # --- lifecycle ------------------------------------------------------------------------
 

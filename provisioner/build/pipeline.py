@@ -20,7 +20,7 @@ from pathlib import Path
 from provisioner.build import bootstrap as bootstrap_mod
 from provisioner.build import configure as configure_mod
 from provisioner.build import finalize as finalize_mod
-from provisioner.build.artifacts import netboot
+from provisioner.build.artifacts import disk, netboot
 from provisioner.build.cache import Cache, digest_json, digest_tree
 from provisioner.build.context import ArtifactFile, BuildContext, CacheKeys
 from provisioner.build.manifest import artifact_record, write_manifest
@@ -47,6 +47,8 @@ def write_artifacts(ctx: BuildContext) -> None:
     staged = ctx.work / "artifacts"
     staged.mkdir()
     outputs = ctx.profile.outputs
+    if outputs.disk is not None:
+        disk.write(ctx, outputs.disk, staged)
     if outputs.netboot is not None:
         netboot.write(ctx, outputs.netboot, staged)
     ctx.artifacts = [
@@ -92,7 +94,7 @@ INDEX = ".deelit-artifacts.tsv"
 
 
 def _kind(name: str) -> str:
-    return ARTIFACT_KINDS.get(name, "file")
+    return ARTIFACT_KINDS.get(name) or disk.kind(name) or "file"
 
 
 def _write_index(folder: Path, arts: list[ArtifactFile]) -> None:
