@@ -190,3 +190,17 @@ def wipe(
         return
     out.print(f"[bold green]wiped[/] {device} with {result.method} (NIST {result.nist_category})")
     out.print(f"certificate: {result.certificate}\nsha256: {result.certificate_sha256}")
+
+
+@agent.command("run")
+def run_station(
+    cmdline: Annotated[Path, typer.Option(help="kernel command line to read deelit.* from")]
+    = Path("/proc/cmdline"),
+    no_reboot: Annotated[bool, typer.Option("--no-reboot", help="stay up when done")] = False,
+) -> None:
+    """The installer's run: inventory, grade, (wipe), install, verify, report, reboot."""
+    from provisioner.agent import station
+
+    cfg = station.load_config(cmdline.read_text(), station.find_stick())
+    cfg.reboot = cfg.reboot and not no_reboot
+    station.run_agent(cfg)

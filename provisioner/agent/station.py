@@ -1,0 +1,245 @@
+"""The agent's run on a laptop: inventory -> grade -> (wipe) -> install -> verify -> report -> reboot.
+
+Settings come from the kernel command line (`deelit.server=`, `deelit.token=`, `deelit.action=`,
+optional `deelit.disk=`, `deelit.point=`, `deelit.reboot=0`), else from `deelit/station.json` on
+the stick (offline USB installs, with the image in `deelit/image/` and the queue in
+`deelit/queue/`). Progress goes to the station (best effort); the registry record is delivered
+by report.py, also when a step fails after something was done to the disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from provisioner.agent import health
+from provisioner.agent import wipe as wiping
+from provisioner.agent.blockdev import Safety, confirmation_token, disks_in_use, identify
+from provisioner.agent.certificate import Computer
+from provisioner.agent.install import FileSource, HttpSource, choose_target, install
+from provisioner.agent.report import Outcome, Record, Reporter, device_body
+from provisioner.agent.sysrun import run
+from provisioner.errors import DeelitError
+
+ACTIONS = ("inventory", "wipe-install", "install", "local", "auto")
+STICK_MOUNTS = (Path("/run/live/medium"), Path("/media/deelit"))
+
+
+@dataclass
+class AgentConfig:
+    action: str = "auto"
+    server: str | None = None
+    token: str | None = None
+    disk: str | None = None
+    point: str | None = None
+    reboot: bool = True
+    stick: Path | None = None  # the folder holding deelit/ on the USB stick
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def queue_dir(self) -> Path | None:
+        return self.stick / "deelit" / "queue" if self.stick else None
+
+
+def parse_cmdline(text: str) -> dict[str, str]:
+    out = {}
+    for word in shlex.split(text):
+        key, sep, value = word.partition("=")
+        if key.startswith("deelit.") and sep:
+            out[key.removeprefix("deelit.")] = value
+    return out
+
+
+def find_stick(mounts: tuple[Path, ...] = STICK_MOUNTS) -> Path | None:
+    return next((m for m in mounts if (m / "deelit" / "station.json").is_file()), None)
+
+
+def load_config(cmdline: str, stick: Path | None) -> AgentConfig:
+    """Kernel command line first; the stick's station.json fills what it does not say."""
+    values = parse_cmdline(cmdline)
+    if stick is not None:
+        saved = json.loads((stick / "deelit" / "station.json").read_text())
+        values = {**{k: str(v) for k, v in saved.items()}, **values}
+    cfg = AgentConfig(
+        action=values.get("action", "auto"), server=values.get("server") or None,
+        token=values.get("token") or None, disk=values.get("disk") or None,
+        point=values.get("point") or None, reboot=values.get("reboot", "1") not in ("0", "no"),
+        stick=stick, extra=values,
+    )
+    if cfg.action not in ACTIONS:
+        raise DeelitError(f"deelit.action={cfg.action!r}: not one of {', '.join(ACTIONS)}")
+    if cfg.server is None and stick is None:
+        raise DeelitError("no deelit.server= on the kernel command line and no stick with "
+                          "deelit/station.json: nowhere to get the image or send the record")
+    return cfg
+
+
+class Station:
+    """Progress lines to the station's board; failures here never stop the work."""
+
+    def __init__(self, cfg: AgentConfig, log: Callable[[str], None]) -> None:
+        self.cfg, self.log, self.key = cfg, log, "unknown"
+        self.serial: str | None = None
+
+    def progress(self, stage: str, message: str = "", percent: float | None = None,
+                 asset_tag: str | None = None) -> None:
+        self.log(f"[{stage}] {message}" + (f" {percent:.0f}%" if percent is not None else ""))
+        if not self.cfg.server or not self.cfg.token:
+            return
+        body = {"key": self.key, "stage": stage, "message": message[:500], "percent": percent,
+                "serial": self.serial, "asset_tag": asset_tag}
+        req = urllib.request.Request(
+            self.cfg.server + "/station/progress", data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.cfg.token}"})
+        with contextlib.suppress(OSError):  # the board is a convenience; the work goes on
+            urllib.request.urlopen(req, timeout=5).close()
+
+    def ask_action(self, serial: str | None, mac: str | None) -> str:
+        query = urllib.parse.urlencode({k: v for k, v in (("serial", serial), ("mac", mac)) if v})
+        req = urllib.request.Request(f"{self.cfg.server}/station/action?{query}",
+                                     headers={"Authorization": f"Bearer {self.cfg.token}"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return str(json.loads(resp.read())["action"])
+
+
+def _lsblk() -> list[dict[str, object]]:
+    rows = json.loads(run(["lsblk", "--json", "-b", "-d", "-o", "NAME,PATH,SIZE,TRAN,RM,TYPE"]).stdout)
+    return list(rows.get("blockdevices", []))
+
+
+def _stick_image(stick: Path) -> FileSource:
+    folder = stick / "deelit" / "image"
+    images = sorted(folder.glob("*.img.zst")) or sorted(folder.glob("*.img"))
+    maps = sorted(folder.glob("*.bmap"))
+    if not images or not maps:
+        raise DeelitError(f"{folder}: no disk image with its .bmap on the stick")
+    return FileSource(images[0], maps[0])
+
+
+def _build_id(cfg: AgentConfig) -> str | None:
+    if cfg.stick is not None and not cfg.server:
+        manifest = cfg.stick / "deelit" / "image" / "manifest.json"
+        return str(json.loads(manifest.read_text())["build_id"]) if manifest.exists() else None
+    with urllib.request.urlopen(f"{cfg.server}/station/image", timeout=30) as resp:
+        return str(json.loads(resp.read())["build_id"])
+
+
+def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
+              safety: Safety | None = None) -> Outcome | None:
+    """One laptop, start to end. Returns the delivery outcome (None for 'local')."""
+    safety = safety or Safety()
+    station = Station(cfg, log)
+    station.progress("booted", f"action {cfg.action}")
+    station.progress("inventory", "reading SMBIOS, disks, battery")
+    inv, disks, batteries = health.collect_live()
+    station.serial = inv.system_serial
+    mac = next((n.mac for n in inv.macs), None)
+    station.key = inv.serial or mac or "unknown"
+    action = cfg.action
+    if action == "auto" and cfg.server:
+        action = station.ask_action(inv.system_serial, mac)
+    elif action == "auto":
+        action = "wipe-install"
+    if action == "local":
+        station.progress("done", "nothing to do: booting the local disk")
+        return None
+    station.progress("grade", "checking disk health and battery")
+    grade = health.grade_device(inv, disks, batteries, health.load_thresholds())
+    record = Record(run_id=uuid.uuid4().hex[:20], device=device_body(inv, grade, cfg.point),
+                    events=[])
+    record.add("inventoried", agent="deelit")
+    record.add("graded", grade=record.device["grade"],
+               reasons=[f"{r.component}: {r.message}" for r in grade.reasons][:20])
+    reporter = Reporter(cfg.server, cfg.token, cfg.queue_dir, log=log)
+    failure: Exception | None = None
+    try:
+        if action in ("wipe-install", "install"):
+            if grade.grade == "reject":
+                raise DeelitError("graded reject: not imaged (" + "; ".join(
+                    r.message for r in grade.reasons if r.grade == "reject") + ")")
+            _wipe_and_install(cfg, action, inv_computer(inv), record, station, safety)
+    except Exception as exc:  # the record of what did happen is delivered all the same
+        failure = exc
+        station.progress("failed", str(exc)[:500])
+    station.progress("report", "registering")
+    outcome = reporter.deliver(record)
+    if failure is not None:
+        raise failure if isinstance(failure, DeelitError) else DeelitError(str(failure))
+    where = outcome.asset_tag or f"queued at {outcome.queued_at}"
+    station.progress("done", f"{where}: {outcome.status or 'queued'}", 100.0,
+                     asset_tag=outcome.asset_tag)
+    if cfg.reboot and action != "inventory":
+        subprocess.run(["systemctl", "reboot"], check=False)
+    return outcome
+
+
+def inv_computer(inv: object) -> Computer:
+    return Computer(maker=getattr(inv, "maker", None), model=getattr(inv, "model", None),
+                    serial=getattr(inv, "serial", None))
+
+
+def _wipe_and_install(cfg: AgentConfig, action: str, computer: Computer, record: Record,
+                      station: Station, safety: Safety) -> None:
+    source: HttpSource | FileSource = (HttpSource(cfg.server) if cfg.server
+                                       else _stick_image(cfg.stick))  # type: ignore[arg-type]
+    build_id = _build_id(cfg)
+    image_size = source.block_map().image_size
+    target = cfg.disk or choose_target(_lsblk(), image_size, set(disks_in_use(safety)))
+    ident = identify(target, safety)
+    if action == "wipe-install":
+        station.progress("wipe", f"erasing {target}")
+        cert_dir = (cfg.stick / "deelit" / "certificates" if cfg.stick
+                    else Path("/var/lib/deelit/certificates"))
+
+        def wipe_tick(done: int, total: int) -> None:
+            if total and done % (64 << 20) < (4 << 20):
+                station.progress("wipe", f"erasing {target}", 100 * done / total)
+
+        result = wiping.wipe(wiping.WipeRequest(
+            device=target, method="auto", confirm=confirmation_token(ident), cert_dir=cert_dir,
+            organisation=cfg.point or "", computer=computer), safety=safety, progress=wipe_tick)
+        record.add("wiped", certificate_sha256=result.certificate_sha256, method=result.method,
+                   nist_category=result.nist_category, tool="deelit agent",
+                   verification="read back" if result.verification else "-",
+                   disk={"model": ident.model, "serial": ident.serial, "kind": ident.kind})
+    station.progress("install", f"writing {build_id} to {target}", 0.0)
+    last = [0.0]
+
+    def tick(done: int, total: int) -> None:
+        pct = 100 * done / total
+        if pct - last[0] >= 5:
+            last[0] = pct
+            station.progress("install" if done * 2 <= total else "verify",
+                             f"{build_id} -> {target}", pct)
+
+    started = time.monotonic()
+    result_install = install(source, target, safety=safety, progress=tick)
+    record.add("imaged", build_id=build_id, device=target, bytes=result_install.bytes_written,
+               seconds=round(time.monotonic() - started, 1))
+    record.add("verified", build_id=build_id, method="read back, sha256 per mapped range")
+    record.add("ready", build_id=build_id)
+
+
+def main() -> int:
+    """Entry point of the installer's systemd unit (python -m provisioner.agent.station)."""
+    try:
+        cfg = load_config(Path("/proc/cmdline").read_text(), find_stick())
+        run_agent(cfg)
+        return 0
+    except DeelitError as exc:
+        print(f"deelit agent: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The agent's code for the installer image: staged into roles/installer/files/agent/.
+
+Only what runs on the laptop goes in (the agent, the block-map model, the error type), so the
+installer's role digest, and therefore the build cache, changes exactly when that code does.
+The image runs it with Debian's python3 and python3-pydantic/python3-yaml; pySMART (pure
+Python, not packaged by Debian) is copied from this Python's installed copy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+from provisioner.errors import DeelitError
+from provisioner.profile import PROJECT_ROOT
+
+PACKAGE = PROJECT_ROOT / "provisioner"
+STAGE = PROJECT_ROOT / "roles" / "installer" / "files" / "agent"
+FILES = ["__init__.py", "errors.py", "flash/__init__.py", "flash/bmap.py"]
+SKIP = {"commands.py"}  # the typer CLI: the image runs `python3 -m provisioner.agent.station`
+
+
+def agent_files(package: Path = PACKAGE) -> list[Path]:
+    found = [package / f for f in FILES]
+    found += sorted(p for p in (package / "agent").iterdir()
+                    if p.suffix in (".py", ".yaml") and p.name not in SKIP)
+    return found
+
+
+def stage_agent(dest: Path = STAGE, package: Path = PACKAGE) -> Path:
+    """Copies the agent into dest/provisioner/, replacing what was there; returns dest."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for src in agent_files(package):
+        target = tmp / "provisioner" / src.relative_to(package)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+    # pySMART is pure Python and not in Debian: its installed copy goes along (its own
+    # dependencies, chardet and humanfriendly, come from Debian in the role).
+    spec = importlib.util.find_spec("pySMART")
+    if spec is None or spec.origin is None:
+        raise DeelitError("pySMART is not installed in this Python: run `make setup`")
+    shutil.copytree(Path(spec.origin).parent, tmp / "pySMART",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+if __name__ == "__main__":
+    print(stage_agent())

@@ -1,0 +1,53 @@
+"""The agent's settings: kernel command line first, the stick's station.json for the rest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from provisioner.agent import station
+from provisioner.errors import DeelitError
+from provisioner.netboot import installer
+
+CMDLINE = ("BOOT_IMAGE=/vmlinuz boot=live fetch=http://192.168.77.2:8080/installer/filesystem.squashfs "
+           "deelit.server=http://192.168.77.2:8080 deelit.token=dlt_abc deelit.action=wipe-install "
+           "console=ttyS0,115200n8 BOOTIF=01-52-54-00-12-34-56")
+
+
+def test_kernel_command_line() -> None:
+    cfg = station.load_config(CMDLINE, None)
+    assert (cfg.server, cfg.token, cfg.action) == ("http://192.168.77.2:8080", "dlt_abc", "wipe-install")
+    assert cfg.reboot and cfg.queue_dir is None and cfg.disk is None
+    assert not station.load_config(CMDLINE + " deelit.reboot=0 deelit.disk=/dev/vda", None).reboot
+
+
+def test_offline_stick_settings(tmp_path: Path) -> None:
+    (tmp_path / "deelit").mkdir()
+    (tmp_path / "deelit" / "station.json").write_text(json.dumps({"action": "wipe-install", "point": "MEC"}))
+    assert station.find_stick((tmp_path / "nothing", tmp_path)) == tmp_path
+    cfg = station.load_config("boot=live quiet", tmp_path)
+    assert cfg.server is None and cfg.point == "MEC" and cfg.queue_dir == tmp_path / "deelit" / "queue"
+    assert station.load_config("deelit.action=inventory", tmp_path).action == "inventory"  # cmdline wins
+
+
+def test_refuses_unknown_action_and_nowhere_to_report() -> None:
+    with pytest.raises(DeelitError, match="not one of"):
+        station.load_config("deelit.server=http://x deelit.action=format-everything", None)
+    with pytest.raises(DeelitError, match="nowhere to get the image"):
+        station.load_config("boot=live deelit.action=install", None)
+
+
+def test_staged_agent_imports_nothing_of_the_host_side(tmp_path: Path) -> None:
+    dest = installer.stage_agent(tmp_path / "agent")
+    names = {p.relative_to(dest).as_posix() for p in dest.rglob("*.py")}
+    assert "provisioner/agent/station.py" in names and "provisioner/flash/bmap.py" in names
+    assert not any(n.startswith(("provisioner/build", "provisioner/netboot", "provisioner/registry"))
+                   for n in names)
+    assert "provisioner/agent/commands.py" not in names  # the typer CLI stays on the host
+    for path in (dest / "provisioner").rglob("*.py"):
+        text = path.read_text()
+        for forbidden in ("provisioner.build", "provisioner.netboot", "provisioner.registry",
+                          "import typer", "import rich"):
+            assert forbidden not in text, f"{path.name} uses {forbidden}"
