@@ -132,6 +132,17 @@ class Reporter:
             status = ev.get("type", status)
         return Outcome(registered=True, asset_tag=tag, status=str(status))
 
+    def try_once(self, record: Record) -> Outcome | None:
+        """One attempt, no retry, no queue: registering early so the station shows the device.
+        The full record is delivered at the end all the same (same uids: nothing doubles)."""
+        if self.server is None:
+            return None
+        try:
+            return self._send_once(record)
+        except (TransientError, DeelitError) as exc:
+            self.log(f"early registration skipped ({exc}); the final report retries")
+            return None
+
     # -- the one entry point -----------------------------------------------------------------
 
     def deliver(self, record: Record, *, forever_without_queue: bool = True) -> Outcome:

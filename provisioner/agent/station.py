@@ -161,6 +161,11 @@ def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
     record.add("graded", grade=record.device["grade"],
                reasons=[f"{r.component}: {r.message}" for r in grade.reasons][:20])
     reporter = Reporter(cfg.server, cfg.token, cfg.queue_dir, log=log)
+    early = reporter.try_once(Record(run_id=record.run_id, device=record.device,
+                                     events=list(record.events)))
+    if early is not None:
+        station.progress("grade", f"registered as {early.asset_tag}: grade "
+                         f"{record.device['grade']}", asset_tag=early.asset_tag)
     failure: Exception | None = None
     try:
         if action in ("wipe-install", "install"):

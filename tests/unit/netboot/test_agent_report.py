@@ -136,3 +136,16 @@ def test_no_stick_and_no_registry_is_an_error_not_a_silent_drop(tmp_path: Path) 
     with pytest.raises(DeelitError, match="not registered and no stick"):
         Reporter(f"http://127.0.0.1:{free_port()}", "t", None, attempts=2, sleep=quiet).deliver(
             record(), forever_without_queue=False)
+
+
+def test_early_registration_then_full_record_stores_each_event_once(registry: LiveRegistry) -> None:
+    full = record(run_id="runearly00001")
+    early = Record(run_id=full.run_id, device=full.device, events=full.events[:2])
+    rep = Reporter(registry.base, registry.token, None, sleep=quiet)
+    first = rep.try_once(early)
+    assert first is not None and registry.store.get_device(str(first.asset_tag)).status == "registered"
+    out = rep.deliver(full)
+    dev = registry.store.get_device(str(out.asset_tag))
+    ours = [e.type for e in dev.events if e.uid.startswith("runearly00001-")]
+    assert ours == ["inventoried", "graded", "wiped", "imaged", "verified", "ready"]
+    assert Reporter(f"http://127.0.0.1:{free_port()}", "t", None).try_once(full) is None
