@@ -1,0 +1,482 @@
+"""Role `parental_filter`: checked on the built tree and, as a child account, on the booted image.
+
+Booted checks never send a packet off the machine: every "outside" address they use
+(192.0.2.0/24, 2001:db8::/32, documentation ranges) is put on a dummy interface of the guest
+first, with listeners behind it. So a missing firewall rule makes a check fail (the connection
+or the query to that address succeeds or is refused by nobody), rather than reach the network.
+A fake upstream resolver on such an address stands in for the family resolver, so SafeSearch
+answers can be followed to their end without the internet.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+CHILD = "child"
+FAKE_UPSTREAM = "192.0.2.254"
+OUTSIDE_DNS_V4 = "192.0.2.53"
+OUTSIDE_DNS_V6 = "2001:db8::53"
+OUTSIDE_DOT = "192.0.2.1"
+TEST_DOH_V4 = "192.0.2.43"  # added to the DoH set by images/filter-test.yaml
+TEST_DOH_V6 = "2001:db8::43"
+LIST_PORT = 8054  # not the timer's URL, so a timer run cannot interfere
+
+SAFESEARCH = {
+    "www.google.com": "forcesafesearch.google.com",
+    "www.google.be": "forcesafesearch.google.com",
+    "www.youtube.com": "restrict.youtube.com",
+    "www.bing.com": "strict.bing.com",
+    "duckduckgo.com": "safe.duckduckgo.com",
+}
+FAKE_ANSWERS = {
+    "forcesafesearch.google.com": "216.239.38.120",
+    "restrict.youtube.com": "216.239.38.119",
+    "restrictmoderate.youtube.com": "216.239.38.119",
+    "strict.bing.com": "204.79.197.220",
+    "safe.duckduckgo.com": "52.142.124.215",
+    "open.example.org": "192.0.2.20",
+    "blocked.example.org": "192.0.2.21",  # upstream would answer; the filter must not ask
+    "dns.google": "192.0.2.22",
+    "allowed.dns.google": "192.0.2.23",
+}
+
+ROOT_FILES = [
+    "/etc/resolv.conf",
+    "/etc/unbound/unbound.conf.d/deelit-filter.conf",
+    "/etc/nftables.conf",
+    "/etc/nftables.d/50-deelit-filter.nft",
+    "/etc/deelit-filter/blocklist.shipped",
+    "/etc/deelit-filter/blocklist.local",
+    "/etc/deelit-filter/allowlist",
+    "/etc/deelit-filter/filter.json",
+    "/var/lib/deelit-filter/blocklist.conf",
+    "/usr/local/sbin/deelit-filter-update",
+    "/etc/polkit-1/rules.d/50-deelit-filter.rules",
+    "/etc/firefox/policies/policies.json",
+    "/etc/firefox-esr/policies/policies.json",
+    "/etc/chromium/policies/managed/deelit-filter.json",
+    "/etc/NetworkManager/conf.d/90-deelit-filter.conf",
+    "/etc/systemd/system/deelit-filter-update.service",
+    "/etc/systemd/system/deelit-filter-update.timer",
+]
+
+
+@pytest.fixture(scope="module")
+def fvars(role_vars: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    if "parental_filter" not in role_vars:
+        pytest.skip("profile has no parental_filter role")
+    return role_vars["parental_filter"]
+
+
+def run(host: Any, command: str, timeout: int = 30) -> Any:
+    return host.run(f"timeout -k 5 {timeout} {command}")
+
+
+def as_child(host: Any, command: str, timeout: int = 30) -> Any:
+    return run(host, f"runuser -u {CHILD} -- sh -c {shlex.quote(command)}", timeout)
+
+
+def dig(host: Any, name: str, server: str = "", extra: str = "") -> Any:
+    at = f"@{server}" if server else ""
+    return as_child(host, f"dig {at} {extra} +time=4 +tries=1 +noall +comments +answer {name}")
+
+
+# --- the built tree and the booted image alike ------------------------------------------------
+
+
+def test_packages(host: Any, fvars: dict[str, Any]) -> None:
+    for name in ("unbound", "nftables", "polkitd"):
+        assert host.package(name).is_installed, name
+
+
+@pytest.mark.parametrize("path", ROOT_FILES)
+def test_files_root_owned_and_not_writable_by_others(host: Any, fvars: dict[str, Any], path: str) -> None:
+    f = host.file(path)
+    assert f.exists, path
+    assert not f.is_symlink, f"{path} is a symlink"
+    assert (f.user, f.group) == ("root", "root"), path
+    assert f.mode & 0o022 == 0, f"{path}: mode {f.mode:o}"
+    parent = host.file(path.rsplit("/", 1)[0])
+    assert parent.user == "root" and parent.mode & 0o022 == 0, f"{path}: its folder"
+
+
+def test_resolv_conf_is_the_local_resolver(host: Any, fvars: dict[str, Any]) -> None:
+    servers = [ln.split()[1] for ln in host.file("/etc/resolv.conf").content_string.splitlines()
+               if ln.startswith("nameserver")]
+    assert servers == ["127.0.0.1", "::1"]
+
+
+def test_resolver_configuration_is_valid_and_complete(host: Any, fvars: dict[str, Any]) -> None:
+    assert host.run("unbound-checkconf").rc == 0, host.run("unbound-checkconf").stderr
+    conf = host.file("/etc/unbound/unbound.conf.d/deelit-filter.conf").content_string
+    assert 'local-zone: "use-application-dns.net." always_nxdomain' in conf
+    for name, target in SAFESEARCH.items():
+        assert f'local-zone: "{name}." redirect' in conf
+        assert f'local-data: "{name}. CNAME {target}."' in conf
+    if fvars.get("parental_filter_resolver", "cleanbrowsing-family") == "cleanbrowsing-family":
+        assert "forward-tls-upstream: yes" in conf  # the default: a family resolver over TLS
+        assert "forward-addr: 185.228.168.168@853#family-filter-dns.cleanbrowsing.org" in conf
+    blocklist = host.file("/var/lib/deelit-filter/blocklist.conf").content_string
+    for name in [*fvars.get("parental_filter_blocklist_extra", []), "dns.google"]:
+        assert f'local-zone: "{name}." always_nxdomain' in blocklist
+    for name in fvars.get("parental_filter_allowlist", []):
+        assert f'local-zone: "{name}." always_transparent' in blocklist
+
+
+def test_firewall_rules_parse(host: Any, fvars: dict[str, Any]) -> None:
+    check = host.run("nft -c -f /etc/nftables.conf")
+    assert check.rc == 0, check.stderr
+    rules = host.file("/etc/nftables.d/50-deelit-filter.nft").content_string
+    assert "meta skuid unbound return" in rules
+    for addr in ("1.1.1.1", "8.8.8.8", "2606:4700:4700::1111", *fvars.get("parental_filter_doh_extra", [])):
+        assert addr in rules
+
+
+def test_browser_policies(host: Any, fvars: dict[str, Any]) -> None:
+    for path in ("/etc/firefox/policies/policies.json", "/etc/firefox-esr/policies/policies.json"):
+        policies = json.loads(host.file(path).content_string)["policies"]
+        assert policies["DNSOverHTTPS"] == {"Enabled": False, "Locked": True}
+        assert policies["DisablePrivateBrowsing"] is True
+    chromium = json.loads(host.file("/etc/chromium/policies/managed/deelit-filter.json").content_string)
+    assert chromium["DnsOverHttpsMode"] == "off"
+    assert chromium["IncognitoModeAvailability"] == 1
+    assert chromium["ForceGoogleSafeSearch"] is True
+    assert chromium["ForceYouTubeRestrict"] in (1, 2)
+
+
+def test_units_enabled(host: Any, fvars: dict[str, Any]) -> None:
+    assert host.service("unbound").is_enabled
+    assert host.service("nftables").is_enabled
+    wants_timer = bool(fvars.get("parental_filter_blocklist_url"))
+    assert host.service("deelit-filter-update.timer").is_enabled == wants_timer
+
+
+def test_screen_time(host: Any, fvars: dict[str, Any], booted: bool) -> None:
+    user, limits = fvars.get("parental_filter_child_user", ""), fvars.get("parental_filter_screen_time", {})
+    if not (user and limits):
+        assert not host.package("timekpr-next").is_installed
+        return
+    assert host.package("timekpr-next").is_installed
+    assert host.service("timekpr").is_enabled
+    conf = host.file(f"/var/lib/timekpr/config/timekpr.{user}.conf")
+    assert (conf.user, conf.mode) == ("root", 0o600)
+    days = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+    allowed = [str(i) for i, d in enumerate(days, 1) if limits.get(d, {}).get("minutes", 1440) > 0]
+    seconds = [str(60 * limits.get(d, {}).get("minutes", 1440)) for d in days
+               if limits.get(d, {}).get("minutes", 1440) > 0]
+    text = conf.content_string
+    assert f"ALLOWED_WEEKDAYS = {';'.join(allowed)}" in text
+    assert f"LIMITS_PER_WEEKDAYS = {';'.join(seconds)}" in text
+    if booted:
+        assert host.service("timekpr").is_running
+
+
+# --- booted: the running system, as the child ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live(host: Any, fvars: dict[str, Any], booted: bool) -> Any:
+    if not booted:
+        pytest.skip("needs the booted image")
+    for unit in ("unbound", "nftables"):
+        assert host.service(unit).is_running or host.run(f"systemctl is-active {unit}").stdout.strip() == "active", unit
+    return host
+
+
+@pytest.fixture(scope="module")
+def child(live: Any) -> str:
+    """An ordinary account, made now over root SSH: no password, no sudo, never in an image."""
+    if live.run(f"id -u {CHILD}").rc != 0:
+        live.run_expect([0], f"useradd --create-home --shell /bin/bash {CHILD}")
+    assert "sudo" not in live.run(f"id -nG {CHILD}").stdout.split()
+    return CHILD
+
+
+LISTENERS = r"""
+import socket, threading
+def serve(family, addr, port):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port)); s.listen(16)
+    while True:
+        c, _ = s.accept(); c.close()
+for fam, addr, port in [(socket.AF_INET, "%(dot)s", 853), (socket.AF_INET, "%(doh4)s", 443),
+                        (socket.AF_INET6, "%(doh6)s", 443)]:
+    threading.Thread(target=serve, args=(fam, addr, port), daemon=True).start()
+threading.Event().wait()
+"""
+
+FAKE_UPSTREAM_CONF = """server:
+  interface: {addr}
+  username: ""
+  chroot: ""
+  directory: "/run/deelit-test"
+  pidfile: ""
+  do-daemonize: no
+  use-syslog: no
+  access-control: 0.0.0.0/0 allow
+  local-zone: "." static
+{data}
+"""
+
+
+@pytest.fixture(scope="module")
+def testnet(live: Any, child: str) -> Iterator[Any]:
+    """'Outside' addresses on a dummy interface with listeners, and a fake upstream resolver."""
+    host = live
+    cmds = [
+        "ip link add deelit-t0 type dummy", "ip link set deelit-t0 up",
+        *(f"ip addr add {a}/32 dev deelit-t0" for a in (FAKE_UPSTREAM, OUTSIDE_DNS_V4, OUTSIDE_DOT, TEST_DOH_V4)),
+        *(f"ip -6 addr add {a}/128 dev deelit-t0 nodad" for a in (OUTSIDE_DNS_V6, TEST_DOH_V6)),
+        "mkdir -p /run/deelit-test",
+    ]
+    for cmd in cmds:
+        host.run_expect([0], cmd)
+    data = "\n".join(f'  local-data: "{n}. 60 A {a}"' for n, a in FAKE_ANSWERS.items())
+    conf = FAKE_UPSTREAM_CONF.format(addr=FAKE_UPSTREAM, data=data)
+    host.run_expect([0], f"printf %s {shlex.quote(conf)} > /run/deelit-test/upstream.conf")
+    listeners = LISTENERS % {"dot": OUTSIDE_DOT, "doh4": TEST_DOH_V4, "doh6": TEST_DOH_V6}
+    host.run_expect([0], f"printf %s {shlex.quote(listeners)} > /run/deelit-test/listeners.py")
+    host.run_expect([0], "systemd-run --unit=deelit-test-upstream unbound -c /run/deelit-test/upstream.conf")
+    host.run_expect([0], "systemd-run --unit=deelit-test-listeners python3 /run/deelit-test/listeners.py")
+    # The family resolver cannot be reached from here: the local resolver forwards to the fake
+    # one instead until it reloads its files (domain-insecure: the fake signs nothing).
+    for cmd in ("unbound-control forward_remove .", f"unbound-control forward_add +i . {FAKE_UPSTREAM}",
+                "unbound-control flush_zone ."):
+        host.run_expect([0], cmd)
+    _wait_for(lambda: _status(dig(host, "open.example.org")) == "NOERROR", "the fake upstream")
+    yield host
+    host.run("systemctl stop deelit-test-upstream deelit-test-listeners")
+    host.run("ip link del deelit-t0")
+    host.run("systemctl reload unbound")
+
+
+def _wait_for(check: Any, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(1)
+    raise AssertionError(f"{what}: not ready after {timeout:.0f} s")
+
+
+def _status(result: Any) -> str:
+    for line in result.stdout.splitlines():
+        if "status:" in line:
+            return str(line.split("status:")[1].split(",")[0].strip())
+    return f"no answer (rc {result.rc}): {result.stdout.strip()[-200:]} {result.stderr.strip()[-200:]}"
+
+
+def _records(result: Any) -> list[tuple[str, str, str]]:
+    out = []
+    for line in result.stdout.splitlines():
+        fields = line.split()
+        if line and not line.startswith(";") and len(fields) >= 5:
+            out.append((fields[0].rstrip("."), fields[3], fields[4].rstrip(".")))
+    return out
+
+
+def test_control_name_resolves(testnet: Any) -> None:
+    """Without this, an NXDOMAIN below could come from a resolver that answers nothing."""
+    result = dig(testnet, "open.example.org")
+    assert _status(result) == "NOERROR"
+    assert ("open.example.org", "A", "192.0.2.20") in _records(result)
+
+
+@pytest.mark.parametrize("name", ["blocked.example.org", "deeper.blocked.example.org", "dns.google"])
+def test_blocked_names_are_nxdomain(testnet: Any, name: str) -> None:
+    assert _status(dig(testnet, name)) == "NXDOMAIN"
+    assert testnet.run(f"runuser -u {CHILD} -- getent ahosts {name}").rc != 0
+
+
+def test_allow_list_beats_the_blocklist(testnet: Any) -> None:
+    result = dig(testnet, "allowed.dns.google")
+    assert ("allowed.dns.google", "A", "192.0.2.23") in _records(result)
+
+
+@pytest.mark.parametrize("server,extra", [(OUTSIDE_DNS_V4, ""), (OUTSIDE_DNS_V4, "+tcp"),
+                                          (OUTSIDE_DNS_V6, ""), (OUTSIDE_DNS_V6, "+tcp")])
+def test_asking_another_server_gets_the_local_answer(testnet: Any, server: str, extra: str) -> None:
+    """Nothing listens on port 53 of these addresses: only the redirect can answer."""
+    blocked = dig(testnet, "blocked.example.org", server, extra)
+    assert _status(blocked) == "NXDOMAIN", blocked.stdout
+    google = dig(testnet, "www.google.com", server, extra)
+    assert ("www.google.com", "CNAME", "forcesafesearch.google.com") in _records(google)
+
+
+@pytest.mark.parametrize("name,target", sorted(SAFESEARCH.items()))
+def test_safesearch_names(testnet: Any, name: str, target: str) -> None:
+    result = dig(testnet, name)
+    assert _status(result) == "NOERROR"
+    records = _records(result)
+    assert (name, "CNAME", target) in records
+    assert (target, "A", FAKE_ANSWERS[target]) in records
+
+
+def test_doh_canary_is_nxdomain(testnet: Any) -> None:
+    assert _status(dig(testnet, "use-application-dns.net")) == "NXDOMAIN"
+
+
+CONNECT = ("python3 -c 'import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), "
+           "timeout=5); print(\"connected\")' {addr} {port}")
+
+
+def connect(host: Any, user: str, addr: str, port: int) -> str:
+    result = run(host, f"runuser -u {user} -- " + CONNECT.format(addr=addr, port=port))
+    return "connected" if "connected" in result.stdout else result.stderr.strip().splitlines()[-1]
+
+
+def test_dns_over_tls_refused_except_for_the_resolver(testnet: Any) -> None:
+    """A listener waits on OUTSIDE_DOT:853: only the firewall can refuse the child."""
+    assert "ConnectionRefusedError" in connect(testnet, CHILD, OUTSIDE_DOT, 853)
+    assert "ConnectionRefusedError" in connect(testnet, "root", OUTSIDE_DOT, 853)
+    assert connect(testnet, "unbound", OUTSIDE_DOT, 853) == "connected"
+
+
+@pytest.mark.parametrize("addr", [TEST_DOH_V4, TEST_DOH_V6])
+def test_doh_endpoints_refused_on_443(testnet: Any, addr: str) -> None:
+    assert "ConnectionRefusedError" in connect(testnet, CHILD, addr, 443)
+
+
+def test_known_doh_endpoints_in_the_running_sets(live: Any) -> None:
+    for set_name, addr in [("doh_v4", "1.1.1.1"), ("doh_v4", "8.8.8.8"), ("doh_v4", "9.9.9.9"),
+                           ("doh_v6", "2606:4700:4700::1111"), ("doh_v6", "2001:4860:4860::8888")]:
+        live.run_expect([0], f"nft get element inet deelit_filter {set_name} '{{ {addr} }}'")
+
+
+def test_child_cannot_sudo(live: Any, child: str) -> None:
+    result = as_child(live, "sudo -n true")
+    assert result.rc != 0
+    assert "password is required" in result.stderr or "not in the sudoers" in result.stderr or \
+        "may not run sudo" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("path", ROOT_FILES)
+def test_child_cannot_change_the_configuration(live: Any, child: str, path: str) -> None:
+    before = live.run(f"sha256sum {path}").stdout
+    assert as_child(live, f"echo 'nameserver 192.0.2.53' >> {path}").rc != 0
+    assert as_child(live, f"mv {path} {path}.x").rc != 0
+    assert live.run(f"sha256sum {path}").stdout == before
+
+
+def test_child_cannot_flush_or_stop_the_filter(live: Any, child: str) -> None:
+    assert as_child(live, "/usr/sbin/nft flush ruleset").rc != 0
+    assert as_child(live, "/usr/sbin/nft delete table inet deelit_filter").rc != 0
+    assert as_child(live, "systemctl stop unbound.service nftables.service").rc != 0
+    pid = live.check_output("systemctl show -P MainPID unbound.service")
+    assert int(pid) > 0
+    assert as_child(live, f"kill {pid}").rc != 0
+    live.run_expect([0], "nft list chain inet deelit_filter dns_redirect")
+    assert live.run("systemctl is-active unbound.service").stdout.strip() == "active"
+
+
+def test_child_cannot_add_a_system_connection(live: Any, child: str) -> None:
+    nm = as_child(live, "nmcli connection add type ethernet ifname '*' con-name other-dns "
+                        f"ipv4.dns {OUTSIDE_DNS_V4} ipv4.ignore-auto-dns yes")
+    assert nm.rc != 0, nm.stdout
+    assert "other-dns" not in live.run("nmcli -t -f NAME connection show").stdout
+
+
+@pytest.fixture
+def seat_session(live: Any, child: str) -> Iterator[int]:
+    """A process of the child in an active local session on a VT, as if at the keyboard."""
+    live.run_expect([0], "systemd-run --unit=deelit-test-seat -p PAMName=login -p User=child "
+                         "-p TTYPath=/dev/tty5 -p StandardInput=tty -p StandardOutput=tty sleep 600")
+    live.run("chvt 5")
+    pid = int(live.check_output("systemctl show -P MainPID deelit-test-seat"))
+    _wait_for(lambda: _tty_session(live, "tty5") is not None, "a session on tty5", 30)
+    yield pid
+    live.run("systemctl stop deelit-test-seat")
+    live.run("chvt 1")
+
+
+def _tty_session(host: Any, tty: str) -> str | None:
+    sessions = json.loads(host.check_output("loginctl list-sessions -o json"))
+    return next((str(s["session"]) for s in sessions if s.get("tty") == tty), None)
+
+
+def test_polkit_refuses_system_connections_even_at_the_keyboard(live: Any, seat_session: int) -> None:
+    """NetworkManager's own default lets the active local user change system connections;
+    the role's rule is what requires the administrator, shown by moving it aside."""
+    session = _tty_session(live, "tty5")
+    assert session is not None
+    shown = live.check_output(f"loginctl show-session {session} -p Remote -p Active -p Name -p Leader")
+    assert set(shown.splitlines()) == {"Remote=no", "Active=yes", f"Name={CHILD}", f"Leader={seat_session}"}
+
+    def allowed(action: str) -> bool:
+        return live.run(f"pkcheck --action-id org.freedesktop.NetworkManager.{action} "
+                        f"--process {seat_session}").rc == 0
+
+    assert allowed("settings.modify.own")  # the session counts as active and local
+    assert not allowed("settings.modify.system")
+    assert not allowed("settings.modify.global-dns")
+    rule = "/etc/polkit-1/rules.d/50-deelit-filter.rules"
+    live.run_expect([0], f"mv {rule} /run/deelit-test/rule.saved")
+    try:
+        _wait_for(lambda: allowed("settings.modify.system"), "polkit without the rule", 20)
+    finally:
+        live.run_expect([0], f"mv /run/deelit-test/rule.saved {rule}")
+    _wait_for(lambda: not allowed("settings.modify.system"), "polkit with the rule back", 20)
+
+
+# --- blocklist refresh ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def list_server(testnet: Any) -> Iterator[Any]:
+    testnet.run_expect([0], "mkdir -p /run/deelit-test/lists")
+    testnet.run_expect([0], f"systemd-run --unit=deelit-test-lists python3 -m http.server {LIST_PORT} "
+                            "--bind 127.0.0.1 --directory /run/deelit-test/lists")
+    _wait_for(lambda: testnet.run(f"python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {LIST_PORT}))'").rc == 0,
+              "the list server", 30)
+    yield testnet
+    testnet.run("systemctl stop deelit-test-lists")
+
+
+def update(host: Any, name: str) -> Any:
+    return run(host, f"/usr/local/sbin/deelit-filter-update --url http://127.0.0.1:{LIST_PORT}/{name}", 120)
+
+
+def publish(host: Any, name: str, text: str) -> None:
+    host.run_expect([0], f"printf %s {shlex.quote(text)} > /run/deelit-test/lists/{name}")
+
+
+def test_refresh_takes_a_good_list_and_keeps_it_through_bad_ones(list_server: Any) -> None:
+    host = list_server
+    conf = "/var/lib/deelit-filter/blocklist.conf"
+    publish(host, "good.txt", "# a list\nnewly-blocked.example.org\n0.0.0.0 hosts-format.example.org\n"
+                              "127.0.0.1 localhost\n")
+    good = update(host, "good.txt")
+    assert good.rc == 0, good.stderr
+    for name in ("newly-blocked.example.org", "hosts-format.example.org", "blocked.example.org"):
+        assert _status(dig(host, name)) == "NXDOMAIN", name
+    kept = host.check_output(f"sha256sum {conf}")
+
+    publish(host, "html.txt", "<html><body>Service unavailable</body></html>\n")
+    publish(host, "empty.txt", "# nothing\n")
+    publish(host, "half.txt", "fine.example.org\nnot a name at all\n")
+    for name, why in [("html.txt", "not a host name"), ("empty.txt", "fewer than"),
+                      ("half.txt", "not a host name"), ("missing.txt", "download failed")]:
+        result = update(host, name)
+        assert result.rc == 1, (name, result.stderr)
+        assert why in result.stderr and "keeping the last good list" in result.stderr, result.stderr
+        assert host.check_output(f"sha256sum {conf}") == kept, name
+        assert _status(dig(host, "newly-blocked.example.org")) == "NXDOMAIN", name
+    assert _status(dig(host, "fine.example.org")) != "NXDOMAIN"
+
+
+def test_timer_unit_keeps_the_list_when_the_server_is_down(live: Any, fvars: dict[str, Any]) -> None:
+    conf = "/var/lib/deelit-filter/blocklist.conf"
+    before = live.check_output(f"sha256sum {conf}")
+    live.run("systemctl start deelit-filter-update.service")  # nothing serves the configured URL
+    assert live.run("systemctl is-failed deelit-filter-update.service").stdout.strip() == "failed"
+    log = live.check_output("journalctl -b -u deelit-filter-update.service --no-pager -o cat")
+    assert "download failed" in log and "keeping the last good list" in log
+    assert live.check_output(f"sha256sum {conf}") == before
+    assert live.service("deelit-filter-update.timer").is_running
