@@ -12,6 +12,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from provisioner import fleet
 from provisioner import profile as profiles
 from provisioner import verify as verifier
 from provisioner.agent import commands as agent_commands
@@ -189,7 +190,7 @@ def cache_prune(
     removed = Cache(cache).prune(older_than)
     out.print(f"removed {len(removed)} entries")
 
-for area in (flash_commands, agent_commands, registry_commands, netboot_commands):
+for area in (flash_commands, agent_commands, registry_commands, netboot_commands, fleet):
     area.register(app)
 
 

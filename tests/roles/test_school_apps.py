@@ -1,0 +1,61 @@
+"""Role `school_apps`: school software in Dutch, web apps as launchers and bookmarks, eID."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROLE = Path(__file__).resolve().parents[2] / "roles" / "school_apps"
+
+
+@pytest.fixture(scope="module")
+def apps(role_vars: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    if "school_apps" not in role_vars:
+        pytest.skip("profile has no school_apps role")
+    return yaml.safe_load((ROLE / "defaults" / "main.yml").read_text()) | role_vars["school_apps"]
+
+
+def test_packages_follow_the_point(host: Any, apps: dict[str, Any]) -> None:
+    wanted = set(apps["school_apps_packages"] + apps["school_apps_extra_packages"])
+    removed = set(apps["school_apps_remove_packages"])
+    assert [p for p in sorted(wanted - removed) if not host.package(p).is_installed] == []
+    assert [p for p in sorted(removed) if host.package(p).is_installed] == []
+
+
+def test_dutch_office_and_browser(host: Any) -> None:
+    assert host.run("ls /usr/lib/libreoffice/program/resource/nl/LC_MESSAGES/*.mo | head -1").rc == 0
+    assert host.run("ls -d /usr/share/libreoffice/help/nl/* | head -1").rc == 0
+    assert host.run("ls /usr/lib/firefox-esr/browser/extensions/langpack-nl@*.xpi").rc == 0
+
+
+def test_the_programs_are_there(host: Any) -> None:
+    for command in ("lowriter", "localc", "loimpress", "firefox-esr", "gcompris-qt", "tuxpaint",
+                    "tuxmath", "tuxtype", "thonny", "vlc", "laby"):
+        assert host.exists(command), command
+
+
+def test_web_apps_in_menu_and_on_new_desktops(host: Any, apps: dict[str, Any]) -> None:
+    for app in apps["school_apps_web_apps"]:
+        launcher = host.file(f"/usr/share/applications/deelit-web-{app['id']}.desktop")
+        assert f"Exec=x-www-browser {app['url']}" in launcher.content_string
+        link = host.file(f"{apps['school_apps_skel_desktop']}/deelit-web-{app['id']}.desktop")
+        assert link.is_symlink and link.linked_to == launcher.path
+    assert host.file("/etc/alternatives/x-www-browser").linked_to.endswith("firefox-esr")
+
+
+def test_web_apps_on_the_bookmarks_toolbar(host: Any, apps: dict[str, Any]) -> None:
+    policies = json.loads(host.file(apps["school_apps_firefox_policies"]).content_string)
+    bookmarks = {(b["Title"], b["URL"], b["Placement"]) for b in policies["policies"]["Bookmarks"]}
+    assert bookmarks == {(a["name"], a["url"], "toolbar") for a in apps["school_apps_web_apps"]}
+
+
+def test_smart_cards_and_eid(host: Any, apps: dict[str, Any], booted: bool) -> None:
+    assert host.service("pcscd.socket").is_enabled
+    assert host.file("/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so").exists
+    assert "Belgium" in host.run("opensc-tool --list-drivers").stdout  # the BELPIC driver
+    if booted:
+        assert host.socket("unix:///run/pcscd/pcscd.comm").is_listening

@@ -1,0 +1,70 @@
+"""Role `support_tools`: security upgrades, remote help only after consent, an on-request
+tunnel only when configured, deelit-diag, and the "Hulp nodig?" launcher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROLE = Path(__file__).resolve().parents[2] / "roles" / "support_tools"
+
+
+@pytest.fixture(scope="module")
+def st(role_vars: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    if "support_tools" not in role_vars:
+        pytest.skip("profile has no support_tools role")
+    return yaml.safe_load((ROLE / "defaults" / "main.yml").read_text()) | role_vars["support_tools"]
+
+
+def test_unattended_security_upgrades(host: Any, st: dict[str, Any]) -> None:
+    on = st["support_tools_unattended_upgrades"]
+    assert host.package("unattended-upgrades").is_installed == on
+    periodic = host.file("/etc/apt/apt.conf.d/20auto-upgrades").content_string
+    assert f'APT::Periodic::Unattended-Upgrade "{int(on)}";' in periodic
+    assert host.service("apt-daily-upgrade.timer").is_enabled
+    # Debian's default origins: the security archive is among them
+    assert "-security" in host.file("/etc/apt/apt.conf.d/50unattended-upgrades").content_string
+
+
+def test_point_contact_details(host: Any, st: dict[str, Any]) -> None:
+    values = host.run(". /etc/deelit/point.conf && printf '%s\\n' \"$POINT_NAME\" \"$POINT_PHONE\"").stdout
+    assert values.splitlines() == [st["support_tools_point_name"], st["support_tools_point_phone"]]
+    launcher = host.file("/usr/share/applications/deelit-hulp-nodig.desktop").content_string
+    assert "Name=Hulp nodig?" in launcher
+    link = host.file(f"{st['support_tools_skel_desktop']}/deelit-hulp-nodig.desktop")
+    assert link.linked_to == "/usr/share/applications/deelit-hulp-nodig.desktop"
+
+
+def test_remote_help_asks_before_sharing(host: Any, st: dict[str, Any]) -> None:
+    script = host.file("/usr/local/bin/deelit-hulp-op-afstand")
+    assert script.mode == 0o755
+    assert host.run("bash -n /usr/local/bin/deelit-hulp-op-afstand").rc == 0
+    text = script.content_string
+    # consent first: the question comes before x11vnc or the tunnel is started
+    assert text.index("zenity --question") < text.index("x11vnc -display") < text.index("systemctl start")
+    assert "-localhost" in text
+    assert host.package("x11vnc").is_installed == st["support_tools_remote_help"]
+
+
+def test_tunnel_only_when_configured(host: Any, st: dict[str, Any]) -> None:
+    configured = bool(st["support_tools_tunnel_host"]) and bool(st["support_tools_tunnel_key"])
+    assert host.file("/etc/systemd/system/deelit-support-tunnel.service").exists == configured
+    assert host.file("/etc/polkit-1/rules.d/50-deelit-support-tunnel.rules").exists == configured
+    assert host.file("/etc/deelit/support").exists == configured
+
+
+def test_nothing_listens_for_remote_help_unasked(host: Any, booted: bool) -> None:
+    if booted:
+        assert not host.socket("tcp://5900").is_listening
+
+
+def test_diag_is_there_and_never_reads_homes(host: Any) -> None:
+    diag = host.file("/usr/local/sbin/deelit-diag")
+    assert diag.mode == 0o755
+    assert host.run("bash -n /usr/local/sbin/deelit-diag").rc == 0
+    code = "\n".join(ln for ln in diag.content_string.splitlines() if not ln.lstrip().startswith("#"))
+    for private in ("/home", "/root", ".mozilla", "HOME"):
+        assert private not in code
