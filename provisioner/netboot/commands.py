@@ -11,12 +11,46 @@ from rich.console import Console
 from provisioner.errors import DeelitError
 from provisioner.netboot.config import ACTIONS, StationConfig, default_interface, interface_address
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # the page URL with its token stays one line
+
+
+stick_app = typer.Typer(help="The offline installer stick: put the image on, get the queue off.",
+                        no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Adds `deelit serve` to the main app."""
+    """Adds `deelit serve` and `deelit stick …` to the main app."""
     app.command("serve")(serve)
+    app.add_typer(stick_app, name="stick")
+
+
+@stick_app.command("prepare")
+def stick_prepare(
+    stick: Annotated[Path, typer.Argument(help="stick (or image file) written with the "
+                                          "installer-usb disk image by deelit flash")],
+    image: Annotated[Path, typer.Option(help="build folder of the target disk image")] = Path("out/pupil"),
+    action: Annotated[str, typer.Option(help="wipe-install, install or inventory")] = "wipe-install",
+    point: Annotated[str | None, typer.Option(help="DEEL IT point code")] = None,
+) -> None:
+    """Copy the target image and station.json onto the stick, with an empty queue folder."""
+    from provisioner.netboot import usb
+
+    if action not in ("wipe-install", "install", "inventory"):
+        raise DeelitError(f"--action: {action!r} is not one of wipe-install, install, inventory")
+    usb.prepare(stick, image, action=action, point=point)
+    err.print(f"{stick}: image from {image}, action {action}", highlight=False)
+
+
+@stick_app.command("queue")
+def stick_queue(
+    stick: Annotated[Path, typer.Argument(help="the stick (or its image file)")],
+    dest: Annotated[Path, typer.Argument(help="folder to copy deelit/queue into")],
+) -> None:
+    """Copy the records queued offline off the stick (then: deelit registry import DEST/queue)."""
+    from provisioner.netboot import usb
+
+    found = usb.read_queue(stick, dest)
+    err.print(f"{len(found)} queued record(s) in {dest / 'queue'}", highlight=False)
 
 
 def serve(

@@ -19,6 +19,7 @@ SHIM_FILE = "shimx64.efi"
 # shim loads grubx64.efi from the directory it came from; Debian's signed network GRUB then
 # reads grub/grub.cfg below its TFTP prefix.
 GRUB_FILE = "grubx64.efi"
+SCRIPT_FILE = "boot.ipxe"  # the chain script, for iPXE over TFTP
 SOURCES = {
     BIOS_FILE: (IPXE_DIR / "undionly.kpxe", "ipxe"),
     "ipxe.efi": (IPXE_DIR / "ipxe.efi", "ipxe"),
@@ -39,13 +40,14 @@ def render_config(cfg: StationConfig) -> str:
         http_base=cfg.http_base,
         bios_file=BIOS_FILE,
         uefi_file=uefi_file(cfg),
+        script_file=SCRIPT_FILE,
         tftp_root=cfg.run_dir / "tftp",
         pid_file=cfg.run_dir / "dnsmasq.pid",
         lease_file=cfg.run_dir / "dnsmasq.leases",
     )
 
 
-def populate_tftp(cfg: StationConfig, grub_cfg: str) -> Path:
+def populate_tftp(cfg: StationConfig, grub_cfg: str, chain_script: str = "") -> Path:
     """Copies Debian's boot binaries into the TFTP root (world-readable for dnsmasq's user)."""
     root = cfg.run_dir / "tftp"
     (root / "grub").mkdir(parents=True, exist_ok=True)
@@ -57,7 +59,8 @@ def populate_tftp(cfg: StationConfig, grub_cfg: str) -> Path:
         shutil.copyfile(src, root / name)
         (root / name).chmod(0o644)
     (root / "grub" / "grub.cfg").write_text(grub_cfg)
-    for path in (cfg.run_dir, root, root / "grub", root / "grub" / "grub.cfg"):
+    (root / SCRIPT_FILE).write_text(chain_script)
+    for path in (cfg.run_dir, root, root / "grub", root / "grub" / "grub.cfg", root / SCRIPT_FILE):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return root
 

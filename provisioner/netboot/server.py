@@ -81,7 +81,7 @@ def serve(cfg: StationConfig, *, on_ready: Callable[[str], None] | None = None,
     previous: dict[signal.Signals, object] = {}
     try:
         token = station_token(store, cfg.data_dir, station or f"pxe-{socket.gethostname()}"[:64])
-        populate_tftp(cfg, scripts.grub_config(cfg, token))
+        populate_tftp(cfg, scripts.grub_config(cfg, token), scripts.chain_script(cfg))
         app = create_app(cfg, image, token, store)
         server = uvicorn.Server(uvicorn.Config(app, host=cfg.server_ip, port=cfg.http_port,
                                                log_level="warning", access_log=False))

@@ -61,7 +61,7 @@ class Laptop:
             cred = f"io.systemd.credential:ssh.authorized_keys.root={self.ssh_pubkey.strip()}"
             argv += ["-smbios", f"type=11,value={smbios_value(cred)}"]
         if self.firmware == "bios":
-            argv += ["-machine", "q35"]
+            argv += ["-machine", "q35,graphics=off"]  # SeaBIOS mirrors the screen (iPXE) to serial
         else:
             code, template = OVMF[self.firmware]  # type: ignore[index]
             vars_copy = self.workdir / "OVMF_VARS.fd"

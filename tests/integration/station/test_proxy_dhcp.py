@@ -32,7 +32,7 @@ def test_proxy_dhcp_answers_pxe_without_addresses(tmp_path: Path) -> None:
         cfg = StationConfig(interface="st0", server_ip=STATION_IP, subnet="192.168.77.0",
                             data_dir=tmp_path / "data", run_dir=run_dir(),
                             image_dir=tmp_path, installer_dir=tmp_path)
-        dnsmasq.populate_tftp(cfg, "")
+        dnsmasq.populate_tftp(cfg, "", "#!ipxe\n")
         conf = cfg.run_dir / "dnsmasq.conf"
         conf.write_text(dnsmasq.render_config(cfg))
         conf.chmod(0o644)
@@ -52,9 +52,9 @@ def test_proxy_dhcp_answers_pxe_without_addresses(tmp_path: Path) -> None:
         assert uefi[0]["yiaddr"] == "0.0.0.0" and uefi[0]["siaddr"] == STATION_IP
         assert uefi[-1].get("port4011") and uefi[-1]["file"] == "snponly.efi", uefi
 
-        chained = {o["server_id"]: o for o in probe(lan, 0, ipxe=True)}[STATION_IP]
-        assert chained["yiaddr"] == "0.0.0.0"
-        assert chained["file"] == f"http://{STATION_IP}:8080/boot.ipxe"
+        chained = [o for o in probe(lan, 7, ipxe=True, ask_4011=True) if o["server_id"] == STATION_IP]
+        assert chained[0]["yiaddr"] == "0.0.0.0"
+        assert chained[-1].get("port4011") and chained[-1]["file"] == "boot.ipxe", chained
         log = (tmp_path / "station.log").read_text()
         assert "proxy" in log.lower()
         assert "DHCPACK" not in log and "DHCPOFFER(st0) 192" not in log

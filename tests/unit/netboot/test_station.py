@@ -69,7 +69,8 @@ def test_dnsmasq_config_is_proxy_dhcp_with_ipxe_per_architecture(cfg: StationCon
     assert "interface=br-lan" in lines and "bind-interfaces" in lines
     assert 'pxe-service=tag:!ipxe,x86PC,"deelit (BIOS)",undionly.kpxe' in lines
     assert 'pxe-service=tag:!ipxe,X86-64_EFI,"deelit (UEFI)",snponly.efi' in lines
-    assert "dhcp-boot=tag:ipxe,http://192.168.77.2:8080/boot.ipxe" in lines
+    assert 'pxe-service=tag:ipxe,x86PC,"deelit",boot.ipxe' in lines  # iPXE: the chain script
+    assert 'pxe-service=tag:ipxe,X86-64_EFI,"deelit",boot.ipxe' in lines
     assert "enable-tftp" in lines and f"tftp-root={cfg.run_dir / 'tftp'}" in lines
     assert not any(ln.startswith("dhcp-range") and "proxy" not in ln for ln in lines)
 
@@ -84,7 +85,8 @@ def test_tftp_root_has_debian_binaries_and_grub_config(cfg: StationConfig) -> No
     if not dnsmasq.SOURCES["undionly.kpxe"][0].exists():
         pytest.skip("Debian package ipxe not installed")
     sb = cfg.model_copy(update={"secure_boot": True})
-    root = dnsmasq.populate_tftp(sb, scripts.grub_config(sb, "tok-1"))
+    root = dnsmasq.populate_tftp(sb, scripts.grub_config(sb, "tok-1"), scripts.chain_script(sb))
+    assert (root / "boot.ipxe").read_text() == scripts.chain_script(sb)
     for name in ("undionly.kpxe", "snponly.efi", "shimx64.efi", "grubx64.efi"):
         assert (root / name).stat().st_size > 10_000, name
         assert (root / name).stat().st_mode & 0o004  # dnsmasq reads as nobody

@@ -1,0 +1,139 @@
+"""The offline stick and the Secure Boot netboot chain, each in QEMU (TCG).
+
+Both take many minutes: they run with DEELIT_E2E_ALL=1 (the BIOS PXE test is the default one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from provisioner.flash import bmap as bm
+from provisioner.registry.settings import Settings
+from provisioner.registry.store import Store
+from provisioner.vm import smbios_value
+
+from .lan import Lan
+from .laptop import DEELIT, REPO, Laptop, StationProcess, wait_for
+
+pytestmark = [pytest.mark.root, pytest.mark.slow,
+              pytest.mark.skipif(os.environ.get("DEELIT_E2E_ALL") != "1",
+                                 reason="set DEELIT_E2E_ALL=1 (TCG boot minutes)")]
+CI_OUT, USB_OUT = REPO / "out" / "ci", REPO / "out" / "installer-usb"
+INSTALLER_OUT = REPO / "out" / "installer"
+
+
+def deelit(*args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(DEELIT), *args], capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, f"deelit {' '.join(args)}: {proc.stdout}{proc.stderr}"
+    return proc
+
+
+def installed_image_matches(disk: Path, image_dir: Path) -> None:
+    """Every mapped range of the ci image is on the disk (LBA 0/1 change when GPT relocates)."""
+    block_map = bm.load(next(image_dir.glob("*.bmap")))
+    with disk.open("rb") as f:
+        for r in block_map.ranges:
+            start, end = r.first * 4096, min((r.last + 1) * 4096, block_map.image_size)
+            f.seek(start)
+            data = f.read(end - start)
+            if start == 0:
+                continue  # protective MBR and primary GPT header are rewritten by the relocation
+            assert hashlib.sha256(data).hexdigest() == r.checksum, f"range {r.first}-{r.last}"
+
+
+def test_offline_stick_installs_and_queues(tmp_path: Path) -> None:
+    images = sorted(USB_OUT.glob("*.img.zst"))
+    if not images or not list(CI_OUT.glob("*.img.zst")):
+        pytest.fail("build installer-usb and ci (outputs.disk) first")
+    stick = tmp_path / "stick.raw"
+    deelit("flash", str(images[0]), str(stick), "--to-file", "--yes")
+    deelit("stick", "prepare", str(stick), "--image", str(CI_OUT), "--point", "MEC")
+    target = tmp_path / "internal.raw"
+    with target.open("wb") as f:
+        f.truncate(3 << 30)
+    console = tmp_path / "console.log"
+    started = time.monotonic()
+    qemu = subprocess.Popen([
+        "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "2048",
+        "-machine", "q35", "-nic", "none", "-display", "none", "-monitor", "none",
+        "-serial", f"file:{console}", "-device", "qemu-xhci",
+        "-drive", f"file={stick},format=raw,if=none,id=stick,cache=unsafe",
+        "-device", "usb-storage,drive=stick,bootindex=1,removable=on",
+        "-drive", f"file={target},format=raw,if=none,id=d0,cache=unsafe",
+        "-device", "virtio-blk-pci,drive=d0,bootindex=2",
+        "-smbios", f"type=1,serial={smbios_value('DL-USB-4R9')},manufacturer=DEELIT-TEST",
+    ], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        qemu.wait(timeout=3600)  # the agent powers off when done offline
+    except subprocess.TimeoutExpired:
+        qemu.kill()
+        qemu.wait()
+        pytest.fail("no power-off within an hour: " + console.read_text(errors="replace")[-4000:])
+    print(f"USB: power-on to power-off {time.monotonic() - started:.0f} s")
+    text = console.read_text(errors="replace")
+    assert "[done]" in text and "queued at" in text, text[-4000:]
+    installed_image_matches(target, CI_OUT)
+    deelit("stick", "queue", str(stick), str(tmp_path / "fromstick"))
+    queued = list((tmp_path / "fromstick" / "queue").glob("*.json"))
+    assert len(queued) == 1
+    data = tmp_path / "central"
+    deelit("registry", "import", str(tmp_path / "fromstick" / "queue"), "--data", str(data))
+    store = Store(Settings(data_dir=data))
+    try:
+        [dev] = store.list_devices(serial="DL-USB-4R9")
+        full = store.get_device(dev.asset_tag)
+        assert full.status == "ready" and full.point == "MEC"
+        build_id = json.loads((CI_OUT / "manifest.json").read_text())["build_id"]
+        assert next(e for e in full.events if e.type == "imaged").build_id == build_id
+        assert len(str(next(e for e in full.events if e.type == "wiped").details["certificate_sha256"])) == 64
+    finally:
+        store.close()
+
+
+def test_secure_boot_signed_chain_boots_the_installer(tmp_path: Path) -> None:
+    """OVMF with Secure Boot enforced: shim -> Debian's signed grubnetx64 -> signed kernel."""
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    with Lan() as lan:
+        station = StationProcess(lan, tmp_path / "data", CI_OUT, INSTALLER_OUT,
+                                 ["--secure-boot", "--action", "inventory"])
+        station.wait_ready()
+        lt = Laptop(lan, "sb0", "DL-SB-8C3", "52:54:00:de:e1:0b", "uefi-secureboot",
+                    ssh_pubkey=key.with_suffix(".pub").read_text())
+        try:
+            lt.power_on()
+            dev = wait_for("the installer (inventory only) registered the laptop",
+                           lambda: station.device(serial="DL-SB-8C3"), 2400, [lt])
+            assert dev is not None
+            ip = wait_for("lease", lambda: lan.leases().get(lt.mac), 300, [lt])
+            port = lan.relay(ip, 22)
+            client = paramiko.SSHClient()
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # a throwaway VM
+            wait_for("SSH", lambda: _try_connect(client, port, key), 600, [lt], every=10)
+            _, out, _ = client.exec_command("mokutil --sb-state; dmesg | grep -i 'secure boot'")
+            text = out.read().decode()
+            client.close()
+            print(text)
+            assert "SecureBoot enabled" in text, text
+        finally:
+            lt.power_off()
+            (tmp_path / "console.log").write_text(lt.console_text())
+            (tmp_path / "station.log").write_text(station.log.read_text(errors="replace"))
+
+
+def _try_connect(client: object, port: int, key: Path) -> bool:
+    try:
+        client.connect("127.0.0.1", port=port, username="root", key_filename=str(key),  # type: ignore[attr-defined]
+                       timeout=10, banner_timeout=20, allow_agent=False, look_for_keys=False)
+        return True
+    except Exception:
+        return False
+

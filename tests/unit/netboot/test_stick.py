@@ -1,0 +1,58 @@
+"""deelit stick prepare/queue on an image file: files in and the queue out with debugfs, no mount."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from provisioner.errors import DeelitError
+from provisioner.netboot import usb
+
+MiB = 1 << 20
+
+
+def stick_file(path: Path) -> Path:
+    """A stick-shaped image: GPT, ESP-like first partition, ext4 root of the installer's type."""
+    with path.open("wb") as f:
+        f.truncate(96 * MiB)
+    subprocess.run(["sfdisk", "--quiet", str(path)], check=True, text=True,
+                   input=f"label: gpt\nstart=2048,size=8M,type=U\nstart=18432,type={usb.ROOT_TYPE}\n")
+    subprocess.run(["mkfs.ext4", "-q", "-E", f"offset={18432 * 512}", str(path), "70000k"], check=True)
+    return path
+
+
+def test_prepare_then_read_queue(tmp_path: Path) -> None:
+    stick = stick_file(tmp_path / "stick.raw")
+    image = tmp_path / "ci"
+    image.mkdir()
+    (image / "ci.img.zst").write_bytes(b"zstd-frames" * 1000)
+    (image / "ci.bmap").write_text("<bmap/>")
+    (image / "manifest.json").write_text('{"build_id": "ci-1"}')
+    usb.prepare(stick, image, action="wipe-install", point="MEC")
+    out = tmp_path / "out"
+    out.mkdir()
+    subprocess.run(["debugfs", "-R", f"rdump /deelit {out}", f"{stick}?offset={usb.root_offset(stick)}"],
+                   check=True, capture_output=True)
+    assert (out / "deelit" / "image" / "ci.img.zst").read_bytes() == (image / "ci.img.zst").read_bytes()
+    assert json.loads((out / "deelit" / "station.json").read_text()) == {"action": "wipe-install",
+                                                                          "point": "MEC"}
+    assert usb.read_queue(stick, tmp_path / "q") == []  # empty queue folder, no error
+    record = tmp_path / "rec.json"
+    record.write_text('{"serial": "X1"}')
+    subprocess.run(["debugfs", "-w", "-R", f"write {record} /deelit/queue/rec.json",
+                    f"{stick}?offset={usb.root_offset(stick)}"], check=True, capture_output=True)
+    got = usb.read_queue(stick, tmp_path / "q2")
+    assert [p.name for p in got] == ["rec.json"] and got[0].read_text() == '{"serial": "X1"}'
+
+
+def test_refuses_what_is_not_an_installer_stick(tmp_path: Path) -> None:
+    blank = tmp_path / "blank.raw"
+    blank.write_bytes(bytes(4 * MiB))
+    with pytest.raises(DeelitError, match="no partition table|not a deelit installer stick"):
+        usb.prepare(blank, tmp_path)
+    stick = stick_file(tmp_path / "stick.raw")
+    with pytest.raises(DeelitError, match="needs NAME.img.zst"):
+        usb.prepare(stick, tmp_path / "nothing-built")
