@@ -51,8 +51,8 @@ def test_prepare_then_read_queue(tmp_path: Path) -> None:
 def test_refuses_what_is_not_an_installer_stick(tmp_path: Path) -> None:
     blank = tmp_path / "blank.raw"
     blank.write_bytes(bytes(4 * MiB))
-    with pytest.raises(DeelitError, match="no partition table|not a deelit installer stick"):
+    with pytest.raises(DeelitError, match=r"no partition table|not a deelit installer stick"):
         usb.prepare(blank, tmp_path)
     stick = stick_file(tmp_path / "stick.raw")
-    with pytest.raises(DeelitError, match="needs NAME.img.zst"):
+    with pytest.raises(DeelitError, match=r"needs NAME\.img\.zst"):
         usb.prepare(stick, tmp_path / "nothing-built")
