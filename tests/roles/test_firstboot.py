@@ -45,8 +45,10 @@ def test_first_boot_unit_runs_before_the_greeter(host: Any, fb: dict[str, Any]) 
     assert host.exists("whiptail")
 
 
-def test_script_is_valid_shell_and_dutch(host: Any) -> None:
+def test_script_is_valid_shell_and_dutch(host: Any, fb: dict[str, Any]) -> None:
     assert host.run("bash -n /usr/local/sbin/deelit-firstboot").rc == 0
+    settings = host.run(". /etc/deelit/firstboot.conf && echo \"$PARENT $PREFIX\"").stdout.split()
+    assert settings == [fb["firstboot_parent_user"], fb["firstboot_credential_prefix"]]
     script = host.file("/usr/local/sbin/deelit-firstboot").content_string
     assert "Kies een wachtwoord voor de ouder" in script
     assert "voornaam van je kind" in script

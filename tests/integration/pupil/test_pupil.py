@@ -59,11 +59,26 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Path:
+    """$DEELIT_PUPIL_OUT names an existing pupil-test build (a CI job that built it already)."""
+    given = os.environ.get("DEELIT_PUPIL_OUT")
+    if given:
+        assert (Path(given) / "manifest.json").exists(), f"DEELIT_PUPIL_OUT={given}: no build there"
+        return Path(given).absolute()
     out = tmp_path_factory.mktemp("pupil-test") / "out"
     started = time.monotonic()
     deelit("build", "pupil-test", "--out", str(out))
     record(artifacts, build_seconds=round(time.monotonic() - started))
     return out
+
+
+@pytest.fixture(scope="module")
+def built_profile(build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The resolved profile the build was made from, as YAML: verify and fleet use exactly
+    the roles and vars that are in the image."""
+    resolved = json.loads((build / "manifest.json").read_text())["profile"]["resolved"]
+    path = tmp_path_factory.mktemp("profile") / f"{resolved['name']}.yaml"
+    path.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    return path
 
 
 def record(artifacts: Path, **values: Any) -> None:
@@ -149,9 +164,9 @@ def guest(build: Path, artifacts: Path, tmp_path_factory: pytest.TempPathFactory
 # --- the built tree --------------------------------------------------------------------------
 
 
-def test_tree_suites_pass(build: Path) -> None:
+def test_tree_suites_pass(build: Path, built_profile: Path) -> None:
     """Every role's testinfra suite on the built tree (packages, locale, keyboard, shadow…)."""
-    proc = deelit("verify", "pupil-test", "--out", str(build), "--no-boot", check=False)
+    proc = deelit("verify", str(built_profile), "--out", str(build), "--no-boot", check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert re.search(r"\d+ passed", proc.stdout) and " failed" not in proc.stdout
 
@@ -291,23 +306,23 @@ def test_diag_bundle_has_no_user_data(guest: Guest) -> None:
     assert guest.check(f"stat -c %a {bundle}").strip() == "600"
 
 
-def test_booted_role_suites(guest: Guest, build: Path) -> None:
+def test_booted_role_suites(guest: Guest, built_profile: Path) -> None:
     """The roles' testinfra suites over SSH on the running laptop. `base` is left out: after
     first boot the parent has a password, by design, which its image check forbids."""
-    profile = load_profile("pupil-test")
+    profile = load_profile(str(built_profile))
     profile = profile.model_copy(update={"roles": [r for r in profile.roles if r.name != "base"]})
     code = verifier.run_suites(profile, f"paramiko://root@127.0.0.1:{guest.vm.ssh_port}",
                                [f"--ssh-identity-file={guest.key}"])
     assert code == 0
 
 
-def fleet_apply(inventory: Path) -> tuple[int, str]:
-    proc = deelit("fleet", "apply", "--inventory", str(inventory), "--profile", "pupil-test",
+def fleet_apply(inventory: Path, profile: Path) -> tuple[int, str]:
+    proc = deelit("fleet", "apply", "--inventory", str(inventory), "--profile", str(profile),
                   "--no-host-key-check", check=False, timeout=3600)
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def test_fleet_apply_changes_the_phone_then_nothing(guest: Guest, tmp_path: Path) -> None:
+def test_fleet_apply_changes_the_phone_then_nothing(guest: Guest, built_profile: Path, tmp_path: Path) -> None:
     phone = f"09 {secrets.randbelow(900) + 100} 12 34"
     inventory = tmp_path / "inventory"
     (inventory / "group_vars").mkdir(parents=True)
@@ -319,7 +334,7 @@ def test_fleet_apply_changes_the_phone_then_nothing(guest: Guest, tmp_path: Path
     assert phone not in guest.check("cat /etc/deelit/point.conf")
 
     started = time.monotonic()
-    code, out = fleet_apply(inventory)
+    code, out = fleet_apply(inventory, built_profile)
     record(guest.artifacts, fleet_first_seconds=round(time.monotonic() - started))
     assert code == 0, out[-3000:]
     changed = int(re.search(r"pupil-vm\s+ok\s+changed=(\d+)", out).group(1))  # type: ignore[union-attr]
@@ -331,7 +346,7 @@ def test_fleet_apply_changes_the_phone_then_nothing(guest: Guest, tmp_path: Path
     assert phone in guest.check(dialog)
 
     started = time.monotonic()
-    code, out = fleet_apply(inventory)
+    code, out = fleet_apply(inventory, built_profile)
     record(guest.artifacts, fleet_second_seconds=round(time.monotonic() - started))
     assert code == 0, out[-3000:]
     assert re.search(r"pupil-vm\s+ok\s+changed=0\b", out), out
