@@ -67,7 +67,7 @@ def run_suites(profile: Profile, hosts: str, extra: list[str]) -> int:
 
 
 def verify_tree(profile: Profile, out_dir: Path, cache: Cache) -> int:
-    return run_suites(profile, f"chroot://{built_tree(out_dir, cache)}", [])
+    return run_suites(profile, str(built_tree(out_dir, cache)), ["--connection=chroot"])
 
 
 def verify_booted(
@@ -89,5 +89,6 @@ def verify_booted(
                 vm.wait_for_ssh(BOOT_TIMEOUT)
             except TimeoutError as exc:
                 raise DeelitError(f"{exc}; serial console: {console_log}") from None
-            return run_suites(profile, f"paramiko://root@127.0.0.1:{vm.ssh_port}",
+            # a generous handshake timeout: TCG guests on a busy host answer slowly
+            return run_suites(profile, f"paramiko://root@127.0.0.1:{vm.ssh_port}?timeout=120",
                               [f"--ssh-identity-file={key}"])

@@ -24,7 +24,7 @@ def role_vars(profile: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {r["name"]: r.get("vars", {}) for r in profile["roles"]}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def booted(host: Any) -> bool:
     """True against a running system, False against a tree on the build host."""
     return bool(host.backend.NAME != "chroot")

@@ -39,8 +39,11 @@ def ci_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_artifacts_manifest_checksums_and_sbom(ci_build: Path) -> None:
     names = {p.name for p in ci_build.iterdir()}
-    assert names == {"vmlinuz", "initrd.img", "filesystem.squashfs", "manifest.json", "SHA256SUMS",
-                     "sbom.cdx.json"}
+    expected = {"vmlinuz", "initrd.img", "filesystem.squashfs", "manifest.json", "SHA256SUMS",
+                "sbom.cdx.json"}
+    if load_profile("ci").outputs.disk is not None:
+        expected |= {"ci.img.zst", "ci.bmap"}
+    assert names == expected
     subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=ci_build, check=True)
     manifest = json.loads((ci_build / "manifest.json").read_text())
     assert manifest["profile"]["name"] == "ci"
@@ -144,7 +147,8 @@ def test_netboot_artifacts_also_boot_from_a_local_file(ci_build: Path, tmp_path:
             vm.wait_for_ssh(900)
         except TimeoutError:
             pytest.fail(f"no SSH; console tail:\n{console.read_text(errors='replace')[-3000:]}")
-        host = testinfra.get_host(f"paramiko://root@127.0.0.1:{vm.ssh_port}", ssh_identity_file=str(key))
+        host = testinfra.get_host(f"paramiko://root@127.0.0.1:{vm.ssh_port}?timeout=120",
+                                  ssh_identity_file=str(key))
         assert "fetch=" not in host.file("/proc/cmdline").content_string
         medium = host.check_output("findmnt -n -o SOURCE /run/live/medium")
         assert medium.startswith("/dev/vd"), medium
