@@ -27,12 +27,15 @@ from provisioner.agent import wipe as wiping
 from provisioner.agent.blockdev import Safety, confirmation_token, disks_in_use, identify
 from provisioner.agent.certificate import Computer
 from provisioner.agent.install import FileSource, HttpSource, choose_target, install
+from provisioner.agent.inventory import Inventory
 from provisioner.agent.report import Outcome, Record, Reporter, device_body
+from provisioner.agent.smart import DiskHealth
 from provisioner.agent.sysrun import run
 from provisioner.errors import DeelitError
 
 ACTIONS = ("inventory", "wipe-install", "install", "local", "auto")
-STICK_MOUNTS = (Path("/run/live/medium"), Path("/media/deelit"))
+# A live stick (live-boot medium), a mounted one, or the installer stick booted as a disk.
+STICK_MOUNTS = (Path("/run/live/medium"), Path("/media/deelit"), Path("/"))
 
 
 @dataclass
@@ -154,6 +157,7 @@ def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
         station.progress("done", "nothing to do: booting the local disk")
         return None
     station.progress("grade", "checking disk health and battery")
+    disks = with_known_sizes(inv, disks)
     grade = health.grade_device(inv, disks, batteries, health.load_thresholds())
     record = Record(run_id=uuid.uuid4().hex[:20], device=device_body(inv, grade, cfg.point),
                     events=[])
@@ -184,8 +188,17 @@ def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
     station.progress("done", f"{where}: {outcome.status or 'queued'}", 100.0,
                      asset_tag=outcome.asset_tag)
     if cfg.reboot and action != "inventory":
-        subprocess.run(["systemctl", "reboot"], check=False)
+        # Offline, the stick would boot again: power off so the volunteer takes it out.
+        subprocess.run(["systemctl", "reboot" if cfg.server else "poweroff"], check=False)
     return outcome
+
+
+def with_known_sizes(inv: Inventory, disks: list[DiskHealth]) -> list[DiskHealth]:
+    """Disks without SMART (virtio, some USB bridges) report no capacity there; the kernel
+    knows it, and grading must not reject a laptop for a size it cannot read from SMART."""
+    sizes = {d.path: d.size_bytes for d in inv.disks}
+    return [d if d.size_bytes else d.model_copy(update={"size_bytes": sizes.get(d.source)})
+            for d in disks]
 
 
 def inv_computer(inv: object) -> Computer:

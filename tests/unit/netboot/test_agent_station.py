@@ -51,3 +51,14 @@ def test_staged_agent_imports_nothing_of_the_host_side(tmp_path: Path) -> None:
         for forbidden in ("provisioner.build", "provisioner.netboot", "provisioner.registry",
                           "import typer", "import rich"):
             assert forbidden not in text, f"{path.name} uses {forbidden}"
+
+
+def test_disk_size_from_the_kernel_when_smart_has_none() -> None:
+    from provisioner.agent.inventory import Disk, Inventory
+    from provisioner.agent.smart import DiskHealth
+
+    inv = Inventory(disks=[Disk(name="vda", path="/dev/vda", size_bytes=3 << 30, rotational=False)])
+    disks = [DiskHealth(source="/dev/vda", reader="smartctl-json"),
+             DiskHealth(source="/dev/sda", reader="smartctl-json", size_bytes=5)]
+    got = station.with_known_sizes(inv, disks)
+    assert [d.size_bytes for d in got] == [3 << 30, 5]
