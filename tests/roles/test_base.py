@@ -8,8 +8,9 @@ from typing import Any
 
 def test_locale_is_generated_and_default(host: Any, profile: dict[str, Any]) -> None:
     locale = profile["locale"]
-    settings = host.file("/etc/default/locale").content_string.splitlines()
-    assert f"LANG={locale}" in settings
+    assert f"LANG={locale}" in host.file("/etc/locale.conf").content_string.splitlines()
+    default = host.file("/etc/default/locale")  # what PAM reads: must be the same file
+    assert default.is_symlink and default.linked_to == "/etc/locale.conf"
     generated = host.check_output("locale -a").lower().replace("-", "")
     assert locale.lower().replace("-", "").replace("utf8", "utf8") in generated
 
