@@ -142,12 +142,12 @@ def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
     """One laptop, start to end. Returns the delivery outcome (None for 'local')."""
     safety = safety or Safety()
     station = Station(cfg, log)
-    station.progress("booted", f"action {cfg.action}")
-    station.progress("inventory", "reading SMBIOS, disks, battery")
+    log(f"[booted] action {cfg.action}; reading SMBIOS, disks, battery")
     inv, disks, batteries = health.collect_live()
     station.serial = inv.system_serial
     mac = next((n.mac for n in inv.macs), None)
-    station.key = inv.serial or mac or "unknown"
+    station.key = inv.serial or mac or "unknown"  # the station's key: serial, else the MAC
+    station.progress("inventory", f"{inv.maker} {inv.model}, {len(inv.disks)} disk(s)")
     action = cfg.action
     if action == "auto" and cfg.server:
         action = station.ask_action(inv.system_serial, mac)

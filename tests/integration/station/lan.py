@@ -28,7 +28,8 @@ def ip(*args: str) -> None:
 
 
 class Lan:
-    def __init__(self, tag: str | None = None) -> None:
+    def __init__(self, tag: str | None = None, next_server: str | None = None) -> None:
+        self.next_server = next_server
         tag = tag or f"{os.getpid() % 100000}"
         self.router_ns, self.station_ns, self.lan_ns = (f"dlt{tag}{x}" for x in "rsl")
         self.dir = Path(tempfile.mkdtemp(prefix="deelit-lan-"))
@@ -40,7 +41,7 @@ class Lan:
 
     def __enter__(self) -> Lan:
         try:
-            self.up()
+            self.up(next_server=self.next_server)
         except BaseException:
             self.down()
             raise
@@ -49,7 +50,7 @@ class Lan:
     def __exit__(self, *exc: object) -> None:
         self.down()
 
-    def up(self, router: bool = True) -> None:
+    def up(self, router: bool = True, next_server: str | None = None) -> None:
         for ns in (self.lan_ns, self.router_ns, self.station_ns):
             ip("netns", "add", ns)
             ip("-n", ns, "link", "set", "lo", "up")
@@ -64,16 +65,20 @@ class Lan:
             ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
             ip("-n", ns, "link", "set", dev, "up")
         if router:
-            self.start_router()
+            self.start_router(next_server)
 
-    def start_router(self) -> None:
-        """The café's router: a plain dnsmasq DHCP server handing out .100-.150."""
+    def start_router(self, next_server: str | None = None) -> None:
+        """The café's router: a plain dnsmasq DHCP server handing out .100-.150.
+
+        `next_server` reconfigures it to name a TFTP server (what proxy-DHCP is there to avoid;
+        only for the Secure Boot diagnosis)."""
         self.popen(self.router_ns, [
             "dnsmasq", "--keep-in-foreground", "--port=0", "--interface=rt0", "--bind-interfaces",
             f"--dhcp-range={SUBNET}.100,{SUBNET}.150,255.255.255.0,1h",
             f"--dhcp-option=option:router,{ROUTER_IP}", "--dhcp-authoritative",
             f"--dhcp-leasefile={self.dir / 'router.leases'}", f"--pid-file={self.dir / 'router.pid'}",
             "--log-dhcp", "--log-facility=-",
+            *([f"--dhcp-boot=shimx64.efi,,{next_server}"] if next_server else []),
         ], log=self.dir / "router.log")
 
     def popen(self, ns: str, argv: list[str], log: Path | None = None,

@@ -29,7 +29,7 @@ class Laptop:
     serial: str
     mac: str
     firmware: str = "bios"  # bios | uefi | uefi-secureboot
-    disk_bytes: int = 3 << 30
+    disk_bytes: int = 64 << 30  # sparse; the grading rejects disks under 60 GB
     ssh_pubkey: str | None = None
     memory_mib: int = 2048
     proc: subprocess.Popen[bytes] | None = None
@@ -53,7 +53,9 @@ class Laptop:
             "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no",
             "-device", f"virtio-net-pci,netdev=n0,mac={self.mac},bootindex=1",
             "-drive", f"file={self.disk},format=raw,if=none,id=d0,cache=unsafe",
-            "-device", "virtio-blk-pci,drive=d0,bootindex=2",
+            # NVMe, as in most laptops now; QEMU's implements Format NVM, so the wipe is a Purge
+            # that takes seconds, not an overwrite of 64 GiB.
+            "-device", f"nvme,serial=DLNVME{self.name[-4:]},drive=d0,bootindex=2",
             "-device", "virtio-rng-pci",
             "-smbios", f"type=1,serial={smbios_value(self.serial)},manufacturer=DEELIT-TEST,product=VirtualLaptop",
         ]
