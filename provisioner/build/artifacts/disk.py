@@ -207,13 +207,13 @@ def write(ctx: BuildContext, options: DiskOutput, dest: Path) -> DiskStats:
 
 def _check_boot_files(tree: Path) -> None:
     needed = [*EFI_FILES, "usr/lib/grub/i386-pc/boot.img", "usr/bin/grub-mkimage",
-              "vmlinuz", "initrd.img"]
+              "usr/sbin/mke2fs", "usr/lib64/ld-linux-x86-64.so.2", "vmlinuz", "initrd.img"]
     missing = [p for p in needed if not (tree / p).exists()]
     if missing:
         raise StepFailed(
             "artifacts",
             f"the tree {tree} lacks {', '.join(missing)}: the disk image needs grub-pc-bin, "
-            "grub-efi-amd64-signed, shim-signed and a kernel (bootstrap adds them when the "
+            "grub-efi-amd64-signed, shim-signed, e2fsprogs and a kernel (bootstrap adds them when the "
             "profile has outputs.disk; a role must not remove them)",
             None,
         )
@@ -275,9 +275,12 @@ def _esp_image(ctx: BuildContext, image: Path, part: Partition, ids: DiskIds) ->
     assert ctx.tree is not None
     sde = ctx.source_date_epoch
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(sde), "MTOOLS_SKIP_CHECK": "1"}
-    run_logged("artifacts", ["mkfs.vfat", "-C", "-F", "32", "-s", "1", "-S", str(SECTOR),
-                             "-n", "ESP", "-i", ids.esp_volume, "--invariant", image,
-                             str(part.size // 1024)], ctx.log, env=env)
+    # mkfs.fat 4.2 takes the wall clock for the label's time unless --invariant, which also
+    # pins the volume id to 1234-ABCD: mlabel (mtools honours SOURCE_DATE_EPOCH) sets ours.
+    run_logged("artifacts", ["mkfs.vfat", "--invariant", "-C", "-F", "32", "-s", "1",
+                             "-S", str(SECTOR), "-n", "ESP", image, str(part.size // 1024)],
+               ctx.log, env=env)
+    run_logged("artifacts", ["mlabel", "-i", image, "-N", ids.esp_volume, "::ESP"], ctx.log, env=env)
     run_logged("artifacts", ["mmd", "-i", image, "::EFI", "::EFI/BOOT", "::EFI/debian"],
                ctx.log, env=env)
     cfg = image.with_name("grub.cfg")
@@ -308,14 +311,26 @@ def _root_image(ctx: BuildContext, root: Path, image: Path, part: Partition, ids
             f"profile '{ctx.profile.name}'",
             None,
         )
-    env = {**os.environ, "E2FSPROGS_FAKE_TIME": str(ctx.source_date_epoch)}
+    assert ctx.tree is not None
+    # The image's own mke2fs (run through its own dynamic loader, no chroot): its features match
+    # the image's GRUB, kernel and e2fsck, and since e2fsprogs 1.47.1 it sets every inode time to
+    # SOURCE_DATE_EPOCH (the host's 1.47.0 copies ctime/atime, which differ on every build).
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(ctx.source_date_epoch),
+           "MKE2FS_CONFIG": str(ctx.tree / "etc/mke2fs.conf")}
+    mke2fs = [*_tree_program(ctx.tree), ctx.tree / "usr/sbin/mke2fs"]
     run_logged(
         "artifacts",
-        ["mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-U", ids.root_fs,
+        [*mke2fs, "-q", "-F", "-t", "ext4", "-L", ROOT_LABEL, "-U", ids.root_fs,
          "-E", f"hash_seed={ids.root_hash_seed}", "-d", root, image, f"{part.size // 1024}k"],
-        ctx.log, env=env,
+        ctx.log, env=env, shown=["mke2fs (the image's)", "-d", root, image],
     )
     return image
+
+
+def _tree_program(tree: Path) -> list[str | Path]:
+    """Runs a program of the tree with the tree's loader and libraries (amd64 on amd64)."""
+    return [tree / "usr/lib64/ld-linux-x86-64.so.2", "--library-path",
+            f"{tree}/usr/lib/x86_64-linux-gnu"]
 
 
 def _assemble(ctx: BuildContext, raw: Path, layout: Layout, images: dict[Partition, Path]) -> None:
@@ -364,7 +379,7 @@ def _install_bios_boot(ctx: BuildContext, raw: Path, grub_dir: Path, scratch: Pa
     device_map.write_text(f"(hd0) {raw}\n")
     mountinfo = scratch / "mountinfo"
     mountinfo.write_text(f"1 0 1:1 / / - fat {raw}\n")
-    setup = [GRUB_BIOS_SETUP, "--directory", grub_dir, "--device-map", device_map, raw]
+    setup: list[str | Path] = [GRUB_BIOS_SETUP, "--directory", grub_dir, "--device-map", device_map, raw]
     run_logged("artifacts", ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                              _FAKE_MOUNTINFO, "sh", mountinfo, *setup], ctx.log, shown=setup)
 
