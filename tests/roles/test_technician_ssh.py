@@ -33,6 +33,7 @@ def test_key_only_login(host: Any, ssh_vars: dict[str, Any], booted: bool) -> No
         assert "passwordauthentication no" in effective
         assert "kbdinteractiveauthentication no" in effective
         assert "permitrootlogin without-password" in effective
+        assert "hostkey /etc/ssh/ssh_host_ed25519_key" in effective.splitlines()
         assert host.service("ssh").is_running
     else:
         conf = host.file("/etc/ssh/sshd_config.d/50-deelit.conf").content_string
