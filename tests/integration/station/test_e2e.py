@@ -23,21 +23,12 @@ from provisioner.registry.identity import is_placeholder
 from provisioner.registry.schemas import DeviceWithEvents
 
 from .lan import Lan
-from .laptop import REPO, Laptop, StationProcess, wait_for
+from .laptop import Laptop, StationProcess, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
-CI_OUT, INSTALLER_OUT = REPO / "out" / "ci", REPO / "out" / "installer"
 ALL = os.environ.get("DEELIT_E2E_ALL") == "1"
 INSTALL_TIMEOUT = 3600  # TCG on a busy 2-core machine: power-on to ready
 SSH_TIMEOUT = 1200
-
-
-def need_builds() -> None:
-    if not list(CI_OUT.glob("*.img.zst")):
-        pytest.fail(f"{CI_OUT} has no disk image: run `deelit build ci` (outputs.disk) first")
-    if not (INSTALLER_OUT / "filesystem.squashfs").exists():
-        pytest.fail(f"{INSTALLER_OUT}: run `python -m provisioner.netboot.installer && "
-                    "deelit build installer` first")
 
 
 def ssh_banner(port: int) -> bool:
@@ -60,16 +51,16 @@ def check_registered(dev: DeviceWithEvents | None, build_id: str) -> None:
     assert dev.grade and dev.maker == "DEELIT-TEST"
 
 
-def image_laptops(tmp_path: Path, laptops_spec: list[dict[str, str]]) -> dict[str, float]:
+def image_laptops(tmp_path: Path, laptops_spec: list[dict[str, str]], ci_out: Path,
+                  installer_out: Path) -> dict[str, float]:
     """Boots the laptops, checks each end to end; returns timings (s) per laptop and stage."""
-    need_builds()
-    build_id = json.loads((CI_OUT / "manifest.json").read_text())["build_id"]
+    build_id = json.loads((ci_out / "manifest.json").read_text())["build_id"]
     key = tmp_path / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deelit-e2e", "-f", str(key)],
                    check=True)
     timings: dict[str, float] = {}
     with Lan() as lan:
-        station = StationProcess(lan, tmp_path / "station-data", CI_OUT, INSTALLER_OUT)
+        station = StationProcess(lan, tmp_path / "station-data", ci_out, installer_out)
         station.wait_ready()
         laptops = [Laptop(lan, f"lt{i}", spec["serial"], spec["mac"], spec.get("firmware", "bios"),
                           ssh_pubkey=key.with_suffix(".pub").read_text())
@@ -114,18 +105,23 @@ def image_laptops(tmp_path: Path, laptops_spec: list[dict[str, str]]) -> dict[st
     return timings
 
 
-def test_pxe_bios_laptop_end_to_end(tmp_path: Path) -> None:
-    t = image_laptops(tmp_path, [{"serial": "DL-E2E-BIOS-7Q2", "mac": "52:54:00:de:e1:01"}])
+def test_pxe_bios_laptop_end_to_end(tmp_path: Path, ci_out: Path, installer_out: Path) -> None:
+    t = image_laptops(tmp_path, [{"serial": "DL-E2E-BIOS-7Q2", "mac": "52:54:00:de:e1:01"}],
+                      ci_out, installer_out)
     print(f"BIOS power-on to ready {t['lt0.ready']:.0f} s, to installed SSH {t['lt0.installed_ssh']:.0f} s")
 
 
 @pytest.mark.skipif(not ALL, reason="set DEELIT_E2E_ALL=1 (TCG boot minutes)")
-def test_pxe_uefi_laptop_end_to_end(tmp_path: Path) -> None:
-    image_laptops(tmp_path, [{"serial": "DL-E2E-UEFI-3K8", "mac": "52:54:00:de:e1:02",
-                              "firmware": "uefi"}])
+def test_pxe_uefi_laptop_end_to_end(tmp_path: Path, ci_out: Path, installer_out: Path) -> None:
+    t = image_laptops(tmp_path, [{"serial": "DL-E2E-UEFI-3K8", "mac": "52:54:00:de:e1:02",
+                                  "firmware": "uefi"}], ci_out, installer_out)
+    print(f"UEFI power-on to ready {t['lt0.ready']:.0f} s")
 
 
 @pytest.mark.skipif(not ALL, reason="set DEELIT_E2E_ALL=1 (TCG boot minutes)")
-def test_two_laptops_at_once_one_with_placeholder_serial(tmp_path: Path) -> None:
-    image_laptops(tmp_path, [{"serial": "DL-E2E-TWO-5M1", "mac": "52:54:00:de:e1:03"},
-                             {"serial": "To Be Filled By O.E.M.", "mac": "52:54:00:de:e1:04"}])
+def test_two_laptops_at_once_one_with_placeholder_serial(tmp_path: Path, ci_out: Path,
+                                                         installer_out: Path) -> None:
+    t = image_laptops(tmp_path, [{"serial": "DL-E2E-TWO-5M1", "mac": "52:54:00:de:e1:03"},
+                                 {"serial": "To Be Filled By O.E.M.", "mac": "52:54:00:de:e1:04"}],
+                      ci_out, installer_out)
+    print(f"two laptops: ready after {t['lt0.ready']:.0f} s and {t['lt1.ready']:.0f} s")
