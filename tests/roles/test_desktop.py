@@ -76,3 +76,13 @@ def test_greeter_runs_when_booted(host: Any, booted: bool) -> None:
         return
     assert host.service("lightdm").is_running
     assert host.run("pgrep -x Xorg || pgrep -f /usr/lib/xorg/Xorg").rc == 0
+
+
+def test_hostname_stays_the_serial_one_and_resolves(host: Any, booted: bool) -> None:
+    conf = host.file("/etc/NetworkManager/conf.d/50-deelit-hostname.conf").content_string
+    assert "hostname-mode=none" in conf
+    assert "myhostname" in host.file("/etc/nsswitch.conf").content_string
+    if booted:  # the base role's name from the serial, not /etc/hostname's, and it resolves
+        name = host.check_output("hostname")
+        assert name.startswith("deelit-"), name
+        assert host.run(f"getent hosts {name}").rc == 0
