@@ -14,7 +14,9 @@ import json
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -158,7 +160,7 @@ def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
         return None
     station.progress("grade", "checking disk health and battery")
     disks = with_known_sizes(inv, disks)
-    grade = health.grade_device(inv, disks, batteries, health.load_thresholds())
+    grade = health.grade_device(inv, disks, batteries, thresholds(cfg))
     record = Record(run_id=uuid.uuid4().hex[:20], device=device_body(inv, grade, cfg.point),
                     events=[])
     record.add("inventoried", agent="deelit")
@@ -191,6 +193,25 @@ def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
         # Offline, the stick would boot again: power off so the volunteer takes it out.
         subprocess.run(["systemctl", "reboot" if cfg.server else "poweroff"], check=False)
     return outcome
+
+
+def thresholds(cfg: AgentConfig) -> health.Thresholds:
+    """The point's grading policy when the station or the stick has one, else the shipped one."""
+    if cfg.stick is not None and (cfg.stick / "deelit" / "thresholds.yaml").is_file():
+        return health.load_thresholds(cfg.stick / "deelit" / "thresholds.yaml")
+    if cfg.server:
+        try:
+            with urllib.request.urlopen(f"{cfg.server}/station/thresholds.yaml", timeout=30) as r:
+                text = r.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise DeelitError(f"the station's grading thresholds: HTTP {exc.code}") from exc
+        else:
+            with tempfile.NamedTemporaryFile(suffix=".yaml") as f:
+                f.write(text)
+                f.flush()
+                return health.load_thresholds(Path(f.name))
+    return health.load_thresholds()
 
 
 def with_known_sizes(inv: Inventory, disks: list[DiskHealth]) -> list[DiskHealth]:

@@ -31,13 +31,15 @@ def stick_prepare(
     image: Annotated[Path, typer.Option(help="build folder of the target disk image")] = Path("out/pupil"),
     action: Annotated[str, typer.Option(help="wipe-install, install or inventory")] = "wipe-install",
     point: Annotated[str | None, typer.Option(help="DEEL IT point code")] = None,
+    thresholds: Annotated[Path | None, typer.Option(
+        help="grading thresholds YAML for the agent (default: the shipped one)")] = None,
 ) -> None:
     """Copy the target image and station.json onto the stick, with an empty queue folder."""
     from provisioner.netboot import usb
 
     if action not in ("wipe-install", "install", "inventory"):
         raise DeelitError(f"--action: {action!r} is not one of wipe-install, install, inventory")
-    usb.prepare(stick, image, action=action, point=point)
+    usb.prepare(stick, image, action=action, point=point, thresholds=thresholds)
     err.print(f"{stick}: image from {image}, action {action}", highlight=False)
 
 
@@ -72,6 +74,8 @@ def serve(
     secure_boot: Annotated[bool, typer.Option(
         "--secure-boot", help="UEFI clients get shim -> signed GRUB -> signed kernel")] = False,
     station: Annotated[str | None, typer.Option(help="station name for the token")] = None,
+    thresholds: Annotated[Path | None, typer.Option(
+        help="grading thresholds YAML for the agents (default: the shipped one)")] = None,
 ) -> None:
     """PXE station beside the café's router: proxy-DHCP + TFTP (dnsmasq) + HTTP + registry."""
     from provisioner.netboot import server
@@ -88,6 +92,7 @@ def serve(
         data_dir=(data or default_data_dir()).absolute(), run_dir=server.run_dir(),
         image_dir=image.absolute(), installer_dir=installer.absolute(),
         default_action=action, uefi_binary=uefi, secure_boot=secure_boot,  # type: ignore[arg-type]
+        thresholds=thresholds.absolute() if thresholds else None,
     )
 
     def ready(token: str) -> None:

@@ -33,6 +33,7 @@ class StationConfig(BaseModel):
     default_action: Action = "wipe-install"
     uefi_binary: UefiBinary = "snponly.efi"
     secure_boot: bool = False  # UEFI clients get shim -> signed GRUB instead of iPXE
+    thresholds: Path | None = None  # the point's grading policy for the agents (else shipped)
     kernel_console: list[str] = Field(default_factory=lambda: ["console=tty0",
                                                                "console=ttyS0,115200n8"])
 

@@ -125,6 +125,12 @@ def create_app(cfg: StationConfig, image: PreparedImage | None, token: str,
         return {"build_id": image.build_id, "profile": image.profile, "size": image.size,
                 "mapped_bytes": image.mapped_bytes}
 
+    @app.get("/station/thresholds.yaml")
+    def grading_thresholds() -> FileResponse:
+        if cfg.thresholds is None:
+            raise HTTPException(404, "the agents use the shipped grading thresholds")
+        return _file(cfg.thresholds)
+
     @app.get("/installer/{name}")
     def installer_file(name: str) -> FileResponse:
         if name not in INSTALLER_FILES:

@@ -52,7 +52,7 @@ def _debugfs(stick: Path, commands: list[str], write: bool) -> str:
 
 
 def prepare(stick: Path, image_dir: Path, *, action: str = "wipe-install",
-            point: str | None = None) -> None:
+            point: str | None = None, thresholds: Path | None = None) -> None:
     """Puts the target image and station.json on the stick, and an empty queue folder."""
     _refuse_mounted(stick)
     root_offset(stick)  # an installer stick at all, before looking at the image
@@ -69,6 +69,8 @@ def prepare(stick: Path, image_dir: Path, *, action: str = "wipe-install",
                 "mkdir /deelit/certificates", "cd /deelit/image"]
         cmds += [f"write {p} {p.name}" for p in (images[0], maps[0], manifest)]
         cmds += ["cd /deelit", f"write {station} station.json"]
+        if thresholds is not None:
+            cmds.append(f"write {thresholds} thresholds.yaml")
         _debugfs(stick, cmds, write=True)
 
 

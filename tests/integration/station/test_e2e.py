@@ -25,7 +25,7 @@ from provisioner.registry.schemas import DeviceWithEvents
 from .lan import Lan
 from .laptop import Laptop, StationProcess, wait_for
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(7200)]
 ALL = os.environ.get("DEELIT_E2E_ALL") == "1"
 INSTALL_TIMEOUT = 3600  # TCG on a busy 2-core machine: power-on to ready
 SSH_TIMEOUT = 1200

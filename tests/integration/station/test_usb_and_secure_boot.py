@@ -21,9 +21,9 @@ from provisioner.registry.store import Store
 from provisioner.vm import smbios_value
 
 from .lan import STATION_IP, Lan
-from .laptop import DEELIT, Laptop, StationProcess, wait_for
+from .laptop import DEELIT, Laptop, StationProcess, qemu_thresholds, wait_for
 
-pytestmark = [pytest.mark.root, pytest.mark.slow,
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(7200),
               pytest.mark.skipif(os.environ.get("DEELIT_E2E_ALL") != "1",
                                  reason="set DEELIT_E2E_ALL=1 (TCG boot minutes)")]
 
@@ -52,7 +52,8 @@ def test_offline_stick_installs_and_queues(tmp_path: Path, ci_out: Path,
     images = sorted(installer_usb_out.glob("*.img.zst"))
     stick = tmp_path / "stick.raw"
     deelit("flash", str(images[0]), str(stick), "--to-file", "--yes")
-    deelit("stick", "prepare", str(stick), "--image", str(ci_out), "--point", "MEC")
+    deelit("stick", "prepare", str(stick), "--image", str(ci_out), "--point", "MEC",
+           "--thresholds", str(qemu_thresholds(tmp_path / "grading.yaml")))
     target = tmp_path / "internal.raw"
     with target.open("wb") as f:
         f.truncate(64 << 30)  # sparse; the grading rejects disks under 60 GB

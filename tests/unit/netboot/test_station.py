@@ -229,3 +229,12 @@ def test_http_service(cfg: StationConfig, store: Store) -> None:
     reg = client.post("/api/v1/devices", json={"serial": "QEMU-1"}, headers=auth)
     assert reg.status_code == 201
     assert client.get("/station").status_code == 200
+
+
+def test_station_serves_the_points_grading_thresholds(cfg: StationConfig, store: Store, tmp_path: Path) -> None:
+    token = store.create_token("pxe-test")
+    assert TestClient(create_app(cfg, None, token, store)).get("/station/thresholds.yaml").status_code == 404
+    rules = tmp_path / "grading.yaml"
+    rules.write_text("spec: {}\n")
+    client = TestClient(create_app(cfg.model_copy(update={"thresholds": rules}), None, token, store))
+    assert client.get("/station/thresholds.yaml").text == "spec: {}\n"
