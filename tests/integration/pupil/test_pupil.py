@@ -72,6 +72,13 @@ class Guest:
                 raise AssertionError(f"{what}: not after {timeout:.0f} s ({command!r}: {out.strip()[-300:]})")
             time.sleep(5)
 
+    def drawn(self, name: str, timeout: float) -> None:
+        """Screenshots until the screen shows more than a blank colour (TCG draws slowly)."""
+        deadline = time.monotonic() + timeout
+        while distinct_colours(self.qmp.screenshot(self.artifacts / name)) <= 20:
+            assert time.monotonic() < deadline, f"{name}: the screen stayed blank for {timeout:.0f} s"
+            time.sleep(10)
+
     def as_child(self, command: str) -> str:
         """A command as the child inside its graphical session's environment."""
         env = self.facts["child_env"]
@@ -141,9 +148,7 @@ def test_reaches_the_graphical_greeter(guest: Guest) -> None:
     guest.wait_for("pgrep -u lightdm -f lightdm-gtk-greeter", 1200, "the LightDM greeter")
     record(guest.artifacts, greeter_seconds=round(time.monotonic() - guest.started))
     assert guest.check("systemctl is-active lightdm").strip() == "active"
-    time.sleep(20)  # let the greeter draw
-    image = guest.qmp.screenshot(guest.artifacts / "greeter.png")
-    assert distinct_colours(image) > 20, "the screen is blank, not a greeter"
+    guest.drawn("greeter.png", 600)
     # the greeter speaks Dutch and runs with Belgian AZERTY
     env = guest.check("cat /proc/$(pgrep -u lightdm -f lightdm-gtk-greeter | head -1)/environ | tr '\\0' '\\n'")
     assert "LANG=nl_BE.UTF-8" in env
@@ -202,8 +207,7 @@ def test_child_session_starts(guest: Guest) -> None:
     free_mib = {k: int(meminfo[k].split()[0]) // 1024 for k in ("MemTotal", "MemFree", "MemAvailable")}
     record(guest.artifacts, child_session_seconds=round(time.monotonic() - guest.started),
            after_child_login_mib=free_mib, free_m=guest.check("free -m"))
-    image = guest.qmp.screenshot(guest.artifacts / "child-desktop.png")
-    assert distinct_colours(image) > 20
+    guest.drawn("child-desktop.png", 600)
     # the school apps and help launchers reached the child's Dutch desktop folder
     desktop = guest.check(f"ls /home/{CHILD_LOGIN}/Bureaublad")
     assert {"deelit-web-scratch.desktop", "deelit-hulp-nodig.desktop"} <= set(desktop.split())
