@@ -31,7 +31,11 @@ from provisioner.profile import PROJECT_ROOT, load_profile
 def timed_build(profile_name: str, out: Path, cache: Cache, project: Path = PROJECT_ROOT) -> float:
     started = time.monotonic()
     ctx = pipeline.prepare(load_profile(profile_name), out, cache, project=project)
-    pipeline.run(ctx)
+    try:
+        pipeline.run(ctx)
+    except pipeline.DeelitError:
+        print(ctx.log.read_text(errors="replace")[-4000:], file=sys.stderr)  # the cache goes with tmp
+        raise
     return time.monotonic() - started
 
 

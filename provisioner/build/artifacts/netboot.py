@@ -6,6 +6,7 @@ or `boot=live` with the squashfs at `live/filesystem.squashfs` on any attached d
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -41,13 +42,14 @@ def write(ctx: BuildContext, options: NetbootOutput, dest: Path) -> None:
     kernel, initrd = kernel_files(ctx.tree)
     shutil.copyfile(kernel, dest / KERNEL)
     shutil.copyfile(initrd, dest / INITRD)
+    # Reproducible: mksquashfs takes every timestamp from SOURCE_DATE_EPOCH (and refuses the
+    # -mkfs-time/-all-time options when that variable is set, so it is the only way).
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(ctx.source_date_epoch)}
     run_logged(
         "artifacts",
         ["mksquashfs", ctx.tree, dest / SQUASHFS, "-noappend", "-no-progress",
-         "-comp", "zstd", "-Xcompression-level", str(options.compression_level),
-         # reproducible: fixed filesystem and file times, no host uid mapping surprises
-         "-mkfs-time", str(ctx.source_date_epoch), "-all-time", str(ctx.source_date_epoch),
-         "-xattrs"],
+         "-comp", "zstd", "-Xcompression-level", str(options.compression_level), "-xattrs"],
         ctx.log,
+        env=env,
         stream=ctx.verbose,
     )
