@@ -246,7 +246,10 @@ def _wipe_and_install(cfg: AgentConfig, action: str, computer: Computer, record:
 
         result = wiping.wipe(wiping.WipeRequest(
             device=target, method="auto", confirm=confirmation_token(ident), cert_dir=cert_dir,
-            organisation=cfg.point or "", computer=computer), safety=safety, progress=wipe_tick)
+            # The certificate names who erased: the point, and an id (never a person's name).
+            organisation=cfg.point or "DEEL IT",
+            technician_id=cfg.extra.get("technician") or "deelit-agent",
+            computer=computer), safety=safety, progress=wipe_tick)
         record.add("wiped", certificate_sha256=result.certificate_sha256, method=result.method,
                    nist_category=result.nist_category, tool="deelit agent",
                    verification="read back" if result.verification else "-",
