@@ -105,6 +105,7 @@ def image_laptops(tmp_path: Path, laptops_spec: list[dict[str, str]], ci_out: Pa
     return timings
 
 
+@pytest.mark.heavy_vm
 def test_pxe_bios_laptop_end_to_end(tmp_path: Path, ci_out: Path, installer_out: Path) -> None:
     t = image_laptops(tmp_path, [{"serial": "DL-E2E-BIOS-7Q2", "mac": "52:54:00:de:e1:01"}],
                       ci_out, installer_out)
