@@ -125,14 +125,17 @@ class Lan:
     # -- what the router saw -----------------------------------------------------------------
 
     def leases(self) -> dict[str, str]:
-        """MAC -> address handed out by the router."""
+        """MAC -> the address of its newest lease. One MAC holds several leases (iPXE, the
+        installer and the installed system each send their own client id): the latest wins."""
         path = self.dir / "router.leases"
-        found = {}
+        newest: dict[str, tuple[int, str]] = {}
         for line in path.read_text().splitlines() if path.exists() else []:
             parts = line.split()
-            if len(parts) >= 3:
-                found[parts[1].lower()] = parts[2]
-        return found
+            if len(parts) >= 3 and parts[0].isdigit():
+                mac, expiry = parts[1].lower(), int(parts[0])
+                if mac not in newest or expiry > newest[mac][0]:
+                    newest[mac] = (expiry, parts[2])
+        return {mac: ip for mac, (_, ip) in newest.items()}
 
     # -- host loopback -> LAN ----------------------------------------------------------------
 
