@@ -25,6 +25,7 @@ from provisioner.build.cache import Cache, digest_json, digest_tree
 from provisioner.build.context import ArtifactFile, BuildContext, CacheKeys
 from provisioner.build.manifest import artifact_record, write_manifest
 from provisioner.build.mirrors import resolve_mirrors
+from provisioner.build.staging import stage_role_inputs
 from provisioner.errors import DeelitError
 from provisioner.profile import PROJECT_ROOT, Profile
 
@@ -178,6 +179,7 @@ def prepare(
     mirrors = resolve_mirrors(profile.mirror, profile.security_mirror)
     inputs = [*profile.source_files, *(project / "roles" / r.name for r in profile.roles)]
     sde = source_date_epoch(project, inputs)
+    stage_role_inputs(profile, project / "roles")  # before the digests that cover them
     roles = role_digests(profile, project / "roles")
     keys = cache_keys(profile, mirrors.source_lines(profile.suite, profile.components), roles, sde)
     work = cache.staging(profile.name)

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.netboot.installer import stage_agent
-
 from .laptop import DEELIT
 
 
@@ -28,11 +26,9 @@ def ci_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def installer_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    stage_agent()  # the agent as it is in this checkout
     return build("installer", tmp_path_factory.mktemp("builds") / "installer")
 
 
 @pytest.fixture(scope="session")
 def installer_usb_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    stage_agent()
     return build("installer-usb", tmp_path_factory.mktemp("builds") / "installer-usb")

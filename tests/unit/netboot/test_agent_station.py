@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from provisioner.agent import station
+from provisioner.build import staging
 from provisioner.errors import DeelitError
-from provisioner.netboot import installer
 
 CMDLINE = ("BOOT_IMAGE=/vmlinuz boot=live fetch=http://192.168.77.2:8080/installer/filesystem.squashfs "
            "deelit.server=http://192.168.77.2:8080 deelit.token=dlt_abc deelit.action=wipe-install "
@@ -40,7 +40,7 @@ def test_refuses_unknown_action_and_nowhere_to_report() -> None:
 
 
 def test_staged_agent_imports_nothing_of_the_host_side(tmp_path: Path) -> None:
-    dest = installer.stage_agent(tmp_path / "agent")
+    dest = staging.stage_agent(tmp_path / "agent")
     names = {p.relative_to(dest).as_posix() for p in dest.rglob("*.py")}
     assert "provisioner/agent/station.py" in names and "provisioner/flash/bmap.py" in names
     assert not any(n.startswith(("provisioner/build", "provisioner/netboot", "provisioner/registry"))
@@ -51,6 +51,17 @@ def test_staged_agent_imports_nothing_of_the_host_side(tmp_path: Path) -> None:
         for forbidden in ("provisioner.build", "provisioner.netboot", "provisioner.registry",
                           "import typer", "import rich"):
             assert forbidden not in text, f"{path.name} uses {forbidden}"
+
+
+def test_builds_with_the_installer_role_stage_the_agent_themselves(tmp_path: Path) -> None:
+    from provisioner.profile import load_profile
+
+    (tmp_path / "installer").mkdir()
+    assert staging.stage_role_inputs(load_profile("ci"), tmp_path) == []
+    assert not (tmp_path / staging.AGENT_STAGE).exists()
+    assert staging.stage_role_inputs(load_profile("installer"), tmp_path) == ["installer"]
+    staged = tmp_path / staging.AGENT_STAGE / "provisioner" / "agent" / "station.py"
+    assert staged.read_bytes() == (staging.PACKAGE / "agent" / "station.py").read_bytes()
 
 
 def test_disk_size_from_the_kernel_when_smart_has_none() -> None:

@@ -1,22 +1,26 @@
-"""The agent's code for the installer image: staged into roles/installer/files/agent/.
+"""Role inputs generated from this checkout before a build plans its cache keys.
 
-Only what runs on the laptop goes in (the agent, the block-map model, the error type), so the
-installer's role digest, and therefore the build cache, changes exactly when that code does.
-The image runs it with Debian's python3 and python3-pydantic/python3-yaml; pySMART (pure
-Python, not packaged by Debian) is copied from this Python's installed copy.
+The `installer` role carries the laptop-side agent (roles/installer/files/agent/, ignored by
+git). `prepare` stages it on every build of a profile with that role, so the role's digest,
+and therefore the build cache, follows the agent's code with no manual step.
+
+Only what runs on the laptop goes in (the agent, the block-map model, the error type). The
+image runs it with Debian's python3 and python3-pydantic/python3-yaml; pySMART (pure Python,
+not packaged by Debian) is copied from this Python's installed copy.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from provisioner.errors import DeelitError
-from provisioner.profile import PROJECT_ROOT
+from provisioner.profile import PROJECT_ROOT, Profile
 
 PACKAGE = PROJECT_ROOT / "provisioner"
-STAGE = PROJECT_ROOT / "roles" / "installer" / "files" / "agent"
+AGENT_STAGE = Path("installer") / "files" / "agent"  # under the roles folder
 FILES = ["__init__.py", "errors.py", "flash/__init__.py", "flash/bmap.py"]
 SKIP = {"commands.py"}  # the typer CLI: the image runs `python3 -m provisioner.agent.station`
 
@@ -28,7 +32,7 @@ def agent_files(package: Path = PACKAGE) -> list[Path]:
     return found
 
 
-def stage_agent(dest: Path = STAGE, package: Path = PACKAGE) -> Path:
+def stage_agent(dest: Path = PROJECT_ROOT / "roles" / AGENT_STAGE, package: Path = PACKAGE) -> Path:
     """Copies the agent into dest/provisioner/, replacing what was there; returns dest."""
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -46,6 +50,23 @@ def stage_agent(dest: Path = STAGE, package: Path = PACKAGE) -> Path:
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest
+
+
+# role name -> what stages its generated inputs, given the roles folder
+STAGERS: dict[str, Callable[[Path], object]] = {
+    "installer": lambda roles: stage_agent(roles / AGENT_STAGE),
+}
+
+
+def stage_role_inputs(profile: Profile, roles_dir: Path) -> list[str]:
+    """Stages the generated inputs of the profile's roles; returns the roles staged."""
+    staged = []
+    for role in profile.roles:
+        stager = STAGERS.get(role.name)
+        if stager is not None and (roles_dir / role.name).is_dir():
+            stager(roles_dir)
+            staged.append(role.name)
+    return staged
 
 
 if __name__ == "__main__":
