@@ -159,12 +159,18 @@ def test_units_enabled(host: Any, fvars: dict[str, Any]) -> None:
 
 def test_screen_time(host: Any, fvars: dict[str, Any]) -> None:
     user, limits = fvars.get("parental_filter_child_user", ""), fvars.get("parental_filter_screen_time", {})
-    if not (user and limits):
+    if not limits:
         assert not host.package("timekpr-next").is_installed
         return
     assert host.package("timekpr-next").is_installed
     assert host.service("timekpr").is_enabled
-    conf = host.file(f"/var/lib/timekpr/config/timekpr.{user}.conf")
+    if user:
+        conf = host.file(f"/var/lib/timekpr/config/timekpr.{user}.conf")
+    else:  # the child is created at first boot: a template and the hook that fills it in
+        conf = host.file("/etc/deelit/screen-time.conf.in")
+        assert "[@CHILD@]" in conf.content_string
+        hook = host.file("/etc/deelit/firstboot.d/50-screen-time")
+        assert (hook.user, hook.mode) == ("root", 0o755)
     assert (conf.user, conf.mode) == ("root", 0o600)
     days = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
     allowed = [str(i) for i, d in enumerate(days, 1) if limits.get(d, {}).get("minutes", 1440) > 0]

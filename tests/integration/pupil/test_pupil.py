@@ -176,6 +176,18 @@ def test_first_boot_seed_made_the_accounts_once(guest: Guest) -> None:
     assert guest.password not in journal
 
 
+def test_child_made_at_first_boot_gets_the_screen_time(guest: Guest) -> None:
+    """images/pupil-test.yaml sets limits with no fixed account: the first-boot hook applies
+    them to the login the parent's answer made."""
+    conf = f"/var/lib/timekpr/config/timekpr.{CHILD_LOGIN}.conf"
+    assert guest.check(f"stat -c '%U %a' {conf}").strip() == "root 600"
+    text = guest.check(f"cat {conf}")
+    assert f"[{CHILD_LOGIN}]" in text and "@CHILD@" not in text
+    assert "ALLOWED_WEEKDAYS = 1;2;3;4;5;6" in text  # sunday: minutes 0
+    assert "LIMITS_PER_WEEKDAYS = 5400;86400;86400;86400;86400;86400" in text
+    assert guest.check("systemctl is-active timekpr").strip() == "active"
+
+
 def test_parent_can_sudo_child_cannot(guest: Guest) -> None:
     pw = shlex.quote(guest.password)
     ok = guest.run(f"su {PARENT} -c \"printf '%s\\n' {pw} | sudo -S -k -p '' id -u\"")
