@@ -1,8 +1,8 @@
 """Step `finalize`: make the configured tree a clean, anonymous, reproducible image root.
 
 Empty machine-id (systemd creates one on first boot), no SSH host keys (sshd-keygen makes them
-on first boot), no apt lists or caches, no build leftovers, and every mtime clamped to
-SOURCE_DATE_EPOCH.
+on first boot), the build host's name replaced (mmdebstrap copies it in), no apt lists or
+caches, no build leftovers, and every mtime clamped to SOURCE_DATE_EPOCH.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from pathlib import Path
 
 from provisioner.build.context import BuildContext
 from provisioner.build.runner import run_logged
+
+# The static name until the image's own unit names the laptop from its serial at boot.
+IMAGE_HOSTNAME = "deelit"
 
 # Globs relative to the tree, removed outright.
 REMOVE = [
@@ -41,6 +44,7 @@ def clean_tree(tree: Path) -> None:
                 shutil.rmtree(path)
             else:
                 path.unlink()
+    (tree / "etc" / "hostname").write_text(IMAGE_HOSTNAME + "\n")
     machine_id = tree / "etc" / "machine-id"
     machine_id.write_text("")
     dbus_id = tree / "var" / "lib" / "dbus" / "machine-id"

@@ -46,6 +46,7 @@ def test_tree_is_finalized(host: Any, booted: bool) -> None:
     assert host.run("ls /etc/ssh/ssh_host_* 2>/dev/null").stdout == ""
     assert host.run("ls /var/lib/apt/lists/ | grep _ || true").stdout == ""
     assert not host.file("/usr/sbin/policy-rc.d").exists
+    assert host.file("/etc/hostname").content_string == "deelit\n"  # not the build host's name
 
 
 def test_booted_system_is_healthy(host: Any, booted: bool, profile: dict[str, Any]) -> None:
