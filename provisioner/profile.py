@@ -40,6 +40,10 @@ class NetbootOutput(_Strict):
     """vmlinuz + initrd.img + filesystem.squashfs for PXE (live-boot `fetch=`) and live use."""
 
     compression_level: int = Field(default=15, ge=1, le=22, description="zstd level of the squashfs")
+    secure_boot: bool = Field(
+        default=False,
+        description="also ship the image's signed shim and network GRUB (Secure Boot PXE)",
+    )
 
 
 class DiskOutput(_Strict):

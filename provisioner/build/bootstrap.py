@@ -9,6 +9,9 @@ from provisioner.profile import Profile
 # What every image needs before Ansible can run in it and before it can boot.
 BASE_PACKAGES = ["systemd-sysv", "udev", "dbus", "python3", "python3-apt", "initramfs-tools", "zstd"]
 NETBOOT_PACKAGES = ["live-boot"]
+# Secure Boot PXE: the image's own signed shim and network GRUB go out beside its kernel (the
+# build host's may be older: bookworm's GRUB 2.06 ignores a proxy-DHCP offer; trixie's reads it).
+NETBOOT_SECURE_BOOT_PACKAGES = ["shim-signed", "grub-efi-amd64-signed"]
 # The disk image boots with the image's own GRUB (BIOS modules, Debian's signed EFI binary behind
 # the signed shim); systemd-repart + e2fsprogs grow the root on first boot; mokutil reports SB.
 DISK_PACKAGES = ["grub-pc-bin", "grub-efi-amd64-signed", "shim-signed", "mokutil", "e2fsprogs"]
@@ -19,6 +22,8 @@ def bootstrap_packages(profile: Profile) -> list[str]:
     pkgs = [*BASE_PACKAGES, f"linux-image-{profile.architecture}"]
     if profile.outputs.netboot is not None:
         pkgs += NETBOOT_PACKAGES
+        if profile.outputs.netboot.secure_boot:
+            pkgs += NETBOOT_SECURE_BOOT_PACKAGES
     if profile.outputs.disk is not None:
         pkgs += DISK_PACKAGES + DISK_PACKAGES_SPLIT.get(profile.suite, [])
     pkgs += profile.packages

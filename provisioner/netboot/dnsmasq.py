@@ -12,8 +12,11 @@ from provisioner.netboot.config import StationConfig
 from provisioner.netboot.scripts import templates
 
 IPXE_DIR = Path("/usr/lib/ipxe")
-SHIM = Path("/usr/lib/shim/shimx64.efi.signed")
-GRUB_NET = Path("/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed")
+# The signed chain comes from the installer's own artifacts (outputs.netboot.secure_boot): the
+# build host's may be older, and bookworm's GRUB 2.06 ignores the proxy-DHCP offer, so it
+# would not find this station's TFTP server.
+INSTALLER_SHIM = "shimx64.efi"
+INSTALLER_GRUB_NET = "grubnetx64.efi"
 BIOS_FILE = "undionly.kpxe"
 SHIM_FILE = "shimx64.efi"
 # shim loads grubx64.efi from the directory it came from; Debian's signed network GRUB then
@@ -24,8 +27,6 @@ SOURCES = {
     BIOS_FILE: (IPXE_DIR / "undionly.kpxe", "ipxe"),
     "ipxe.efi": (IPXE_DIR / "ipxe.efi", "ipxe"),
     "snponly.efi": (IPXE_DIR / "snponly.efi", "ipxe"),
-    SHIM_FILE: (SHIM, "shim-signed"),
-    GRUB_FILE: (GRUB_NET, "grub-efi-amd64-signed"),
 }
 
 
@@ -51,18 +52,29 @@ def populate_tftp(cfg: StationConfig, grub_cfg: str, chain_script: str = "") -> 
     """Copies Debian's boot binaries into the TFTP root (world-readable for dnsmasq's user)."""
     root = cfg.run_dir / "tftp"
     (root / "grub").mkdir(parents=True, exist_ok=True)
-    wanted = [BIOS_FILE, cfg.uefi_binary] + ([SHIM_FILE, GRUB_FILE] if cfg.secure_boot else [])
-    for name in wanted:
+    for name in (BIOS_FILE, cfg.uefi_binary):
         src, package = SOURCES[name]
         if not src.is_file():
             raise DeelitError(f"{src}: missing; install the Debian package {package} (make setup)")
-        shutil.copyfile(src, root / name)
-        (root / name).chmod(0o644)
+        _copy(src, root / name)
+    if cfg.secure_boot:
+        for src_name, name in ((INSTALLER_SHIM, SHIM_FILE), (INSTALLER_GRUB_NET, GRUB_FILE)):
+            src = cfg.installer_dir / src_name
+            if not src.is_file():
+                raise DeelitError(
+                    f"{src}: missing; --secure-boot needs an installer built with "
+                    "outputs.netboot.secure_boot: true (images/installer.yaml has it; rebuild)")
+            _copy(src, root / name)
     (root / "grub" / "grub.cfg").write_text(grub_cfg)
     (root / SCRIPT_FILE).write_text(chain_script)
     for path in (cfg.run_dir, root, root / "grub", root / "grub" / "grub.cfg", root / SCRIPT_FILE):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return root
+
+
+def _copy(src: Path, dest: Path) -> None:
+    shutil.copyfile(src, dest)
+    dest.chmod(0o644)
 
 
 class Dnsmasq:

@@ -2,6 +2,9 @@
 
 Boots with live-boot: `boot=live fetch=http://HOST/PATH/filesystem.squashfs` over the network,
 or `boot=live` with the squashfs at `live/filesystem.squashfs` on any attached disk.
+With `secure_boot`, also the image's signed shim and network GRUB (`shimx64.efi`,
+`grubnetx64.efi`): the first links of the Secure Boot PXE chain, from the same Debian release
+as the kernel they load.
 """
 
 from __future__ import annotations
@@ -18,7 +21,15 @@ from provisioner.profile import NetbootOutput
 KERNEL = "vmlinuz"
 INITRD = "initrd.img"
 SQUASHFS = "filesystem.squashfs"
-FILES = {KERNEL: "kernel", INITRD: "initrd", SQUASHFS: "rootfs"}
+SHIM = "shimx64.efi"
+GRUB_NET = "grubnetx64.efi"
+FILES = {KERNEL: "kernel", INITRD: "initrd", SQUASHFS: "rootfs", SHIM: "efi-shim",
+         GRUB_NET: "efi-grub-net"}
+# in the tree (Debian's shim-signed, grub-efi-amd64-signed) -> in the artifacts
+SIGNED_BOOT_FILES = {
+    "usr/lib/shim/shimx64.efi.signed": SHIM,
+    "usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed": GRUB_NET,
+}
 
 
 def kernel_files(tree: Path) -> tuple[Path, Path]:
@@ -42,6 +53,12 @@ def write(ctx: BuildContext, options: NetbootOutput, dest: Path) -> None:
     kernel, initrd = kernel_files(ctx.tree)
     shutil.copyfile(kernel, dest / KERNEL)
     shutil.copyfile(initrd, dest / INITRD)
+    if options.secure_boot:
+        for src, name in SIGNED_BOOT_FILES.items():
+            if not (ctx.tree / src).is_file():
+                raise StepFailed("artifacts", f"no {src} in the image for outputs.netboot."
+                                 "secure_boot (shim-signed, grub-efi-amd64-signed)", None)
+            shutil.copyfile(ctx.tree / src, dest / name)
     # Reproducible: mksquashfs takes every timestamp from SOURCE_DATE_EPOCH (and refuses the
     # -mkfs-time/-all-time options when that variable is set, so it is the only way).
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(ctx.source_date_epoch)}

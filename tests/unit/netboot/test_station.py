@@ -85,12 +85,19 @@ def test_tftp_root_has_debian_binaries_and_grub_config(cfg: StationConfig) -> No
     if not dnsmasq.SOURCES["undionly.kpxe"][0].exists():
         pytest.skip("Debian package ipxe not installed")
     sb = cfg.model_copy(update={"secure_boot": True})
+    with pytest.raises(DeelitError, match=r"outputs\.netboot\.secure_boot"):
+        dnsmasq.populate_tftp(sb, "", "")  # an installer built without the signed chain
+    # stand-ins for the installer's signed binaries (the real ones: the station e2e test)
+    signed = {"shimx64.efi": b"shim" * 4096, "grubnetx64.efi": b"grub" * 4096}
+    for name, data in signed.items():
+        (sb.installer_dir / name).write_bytes(data)
     root = dnsmasq.populate_tftp(sb, scripts.grub_config(sb, "tok-1"), scripts.chain_script(sb))
     assert (root / "boot.ipxe").read_text() == scripts.chain_script(sb)
     for name in ("undionly.kpxe", "snponly.efi", "shimx64.efi", "grubx64.efi"):
         assert (root / name).stat().st_size > 10_000, name
         assert (root / name).stat().st_mode & 0o004  # dnsmasq reads as nobody
-    assert (root / "grubx64.efi").read_bytes() == dnsmasq.GRUB_NET.read_bytes()
+    assert (root / "grubx64.efi").read_bytes() == signed["grubnetx64.efi"]  # the image's GRUB
+    assert (root / "shimx64.efi").read_bytes() == signed["shimx64.efi"]
     grub = (root / "grub" / "grub.cfg").read_text()
     assert "(http,192.168.77.2:8080)/installer/vmlinuz" in grub
     assert "deelit.action=auto" in grub and "deelit.token=tok-1" in grub
