@@ -112,6 +112,7 @@ class VM:
         self.tmp = Path(tempfile.mkdtemp(prefix="deelit-vm-"))
         self.server: ArtifactServer | None = None
         self.proc: subprocess.Popen[bytes] | None = None
+        self.command: list[str] = []  # the QEMU command line, once started
 
     # --- command line ---------------------------------------------------------------------
 
@@ -221,7 +222,7 @@ class VM:
         self.stop()
 
     def start(self) -> None:
-        argv = self.argv()
+        argv = self.command = self.argv()
         if self.server:
             self.server.__enter__()
         interactive = self.spec.console_log is None
