@@ -100,7 +100,7 @@ class SourceReader:
         if source.compressed:
             raw = os.fdopen(os.dup(self._fd), "rb")
             reader = zstandard.ZstdDecompressor().stream_reader(
-                raw, read_size=1 << 20, read_across_frames=True, closefd=True)
+                raw, read_size=4 << 20, read_across_frames=True, closefd=True)
             self._stream = reader
             os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
 

@@ -28,7 +28,12 @@ from provisioner.flash.source import Source, spans
 from provisioner.flash.targets import Target
 
 CHUNK = 8 << 20  # large aligned writes: fewer syscalls, whole erase blocks on sticks
-QUEUE_DEPTH = 4  # chunks buffered per target; the slowest target paces the reader
+QUEUE_DEPTH = 4  # at least this many chunks in flight between the reader and the writers
+# How far the reader may run ahead of the slowest target. Reading and hashing outpace a stick,
+# so the lead grows while data spans are read, and it keeps the sticks busy while the reader
+# decompresses long holes of a .zst image (the tail of a disk image is often GiBs of zeros
+# before the backup GPT): 256 MiB is about 1.7 s of writing at 150 MB/s.
+READ_AHEAD = 256 << 20
 ALIGN = 4096  # O_DIRECT alignment that covers 512e and 4Kn sticks
 
 
@@ -152,7 +157,7 @@ class _Writer(threading.Thread):
         self.h = handles
         self.head = head
         self.cancel = cancel
-        self.inbox: queue.Queue[_Chunk | None] = queue.Queue(maxsize=QUEUE_DEPTH)
+        self.inbox: queue.Queue[_Chunk | None] = queue.Queue()  # bounded by the buffer pool
 
     def run(self) -> None:
         s = self.state
@@ -276,7 +281,7 @@ def _read_and_dispatch(source: Source, plan: list[tuple[int, int, int]],
     is dispatched last, and only once the whole image matched its map (see the module
     docstring). Returns the checksum of every range, from the map or computed here.
     """
-    pool = _Pool(QUEUE_DEPTH * 2 + 1, CHUNK)
+    pool = _Pool(_pool_chunks(len(plan)), CHUNK)
     hasher = _Hasher(source.bmap, plan, result)
     hasher.start()
     held: _Chunk | None = None
@@ -313,6 +318,17 @@ def _read_and_dispatch(source: Source, plan: list[tuple[int, int, int]],
         for w in writers:
             w.inbox.put(None)
     return hasher.expected
+
+
+def _pool_chunks(span_count: int) -> int:
+    """Buffers for the read-ahead: READ_AHEAD, fewer for a small image or little free memory."""
+    budget = READ_AHEAD
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) << 10 for line in f
+                         if line.startswith("MemAvailable:"))
+        budget = min(budget, avail // 4)
+    return max(QUEUE_DEPTH * 2 + 1, min(budget // CHUNK, span_count))
 
 
 class _Hasher(threading.Thread):

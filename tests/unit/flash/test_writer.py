@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,43 @@ def test_short_compressed_image_fails_cleanly(tmp_path: Path, image: Path) -> No
     result = writer.flash(src.open_source(zst), file_targets(tmp_path, 1, image))
     assert not result.ok and "ends at byte" in (result.source_error or "")
     assert os.path.getsize(tmp_path / "out0.img") == image.stat().st_size
+
+
+def test_reader_runs_ahead_of_a_slow_target(tmp_path: Path, image: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow stick does not hold the reader back by a few chunks: it reads (and decompresses)
+    up to READ_AHEAD ahead, so long holes in a .zst image do not leave the sticks idle."""
+    monkeypatch.setattr(writer, "CHUNK", 64 << 10)  # the 24 MiB image: ~330 chunks
+    monkeypatch.setattr(writer, "READ_AHEAD", 32 << 20)
+    source = src.open_source(image)
+    last_offset = max(o for _, o, _ in src.spans(source.bmap, writer.CHUNK))
+    all_read = threading.Event()
+    real_read, real_write = src.SourceReader.read_into, writer._pwrite_all
+
+    def read_into(self: src.SourceReader, buf: memoryview, offset: int) -> None:
+        real_read(self, buf, offset)
+        if offset == last_offset:
+            all_read.set()
+
+    ahead: list[bool] = []
+    lock = threading.Lock()
+
+    def slow_write(fd: int, view: memoryview, offset: int) -> None:
+        with lock:  # the first write waits: the reader must get to the end meanwhile
+            if not ahead:
+                ahead.append(all_read.wait(timeout=10))
+        real_write(fd, view, offset)
+
+    monkeypatch.setattr(src.SourceReader, "read_into", read_into)
+    monkeypatch.setattr(writer, "_pwrite_all", slow_write)
+    result = writer.flash(source, file_targets(tmp_path, 2, image))
+    assert result.ok, [s.error for s in result.states]
+    assert ahead == [True]
+    assert result.states[0].target.path.read_bytes() == image.read_bytes()
+
+
+def test_read_ahead_is_bounded_by_the_image_and_the_budget() -> None:
+    least = writer.QUEUE_DEPTH * 2 + 1
+    assert writer._pool_chunks(0) == least
+    assert writer._pool_chunks(least + 3) == least + 3  # a small image: a buffer per span
+    assert least <= writer._pool_chunks(1 << 20) <= writer.READ_AHEAD // writer.CHUNK
