@@ -124,8 +124,9 @@ def _link_or_copy(src: Path, dest: Path) -> None:
 def source_date_epoch(project: Path = PROJECT_ROOT, paths: list[Path] | None = None) -> int:
     """SOURCE_DATE_EPOCH, else the last commit that touched what shapes this image.
 
-    Only this image's inputs count (its profile files, its roles, the build code), so a commit
-    to another profile's role does not invalidate this image's cache.
+    Only this image's own inputs count (its profile files and its roles), so a commit to another
+    profile's role, or to build code, does not invalidate this image's cache through the
+    timestamp; the build code that shapes trees and artifacts is in the cache keys by digest.
     """
     env = os.environ.get("SOURCE_DATE_EPOCH")
     if env:
@@ -136,8 +137,7 @@ def source_date_epoch(project: Path = PROJECT_ROOT, paths: list[Path] | None = N
            for p in (paths or [project / "images", project / "roles"])]
     try:
         out = subprocess.run(
-            ["git", "-C", str(project), "log", "-1", "--format=%ct", "--", *rel,
-             "provisioner/build"],
+            ["git", "-C", str(project), "log", "-1", "--format=%ct", "--", *rel],
             capture_output=True, text=True, check=False,
         ).stdout.strip()
     except FileNotFoundError:
