@@ -1,5 +1,8 @@
 """HTTP API (FastAPI) under /api/v1, plus the station page at /. Every data route needs a token.
 
+Reads need a station token; an agent token (access.TokenScope.agent: what the machines a
+station boots carry) may only register devices and post the intake events (403 otherwise).
+
 `create_app(settings)` is the factory the netboot station embeds; `deelit registry serve`
 runs the same app under uvicorn.
 """
@@ -16,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
+from provisioner.registry.access import AGENT_LIMITS, TokenScope
 from provisioner.registry.errors import RegistryError
 from provisioner.registry.lifecycle import EventType
 from provisioner.registry.schemas import (
@@ -39,7 +43,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 WEB = resources.files("provisioner.registry") / "web"
 _bearer = HTTPBearer(auto_error=False,
-                     description="per-station token: deelit registry token create STATION")
+                     description="per-station token: deelit registry token create STATION "
+                                 "(agent-scoped tokens may only register and post intake events)")
 
 
 def _caller(
@@ -49,12 +54,20 @@ def _caller(
     store: Store = request.app.state.store
     who = store.authenticate(creds.credentials) if creds else None
     if who is None:
-        raise HTTPException(401, "a valid station token is needed (Authorization: Bearer …)",
+        raise HTTPException(401, "a valid token is needed (Authorization: Bearer …); this one "
+                            "is missing, unknown, expired or revoked",
                             headers={"WWW-Authenticate": "Bearer"})
     return who
 
 
-Auth = Annotated[Caller, Depends(_caller)]
+def _station_caller(who: Annotated[Caller, Depends(_caller)]) -> Caller:
+    if who.scope != TokenScope.station:
+        raise HTTPException(403, f"reading the registry needs a station token; {AGENT_LIMITS}")
+    return who
+
+
+Auth = Annotated[Caller, Depends(_caller)]  # station or agent token
+StationAuth = Annotated[Caller, Depends(_station_caller)]  # station token only
 Tag = Annotated[str, Path(max_length=64, pattern=NO_NUL)]
 
 
@@ -121,7 +134,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
                   description="Devices of the DEEL IT points by asset tag and serial.")
     app.state.store = store
     unauthorised: dict[int | str, dict[str, Any]] = {
-        401: {"description": "missing, unknown or revoked token"}}
+        401: {"description": "missing, unknown, expired or revoked token"}}
+    station_only: dict[int | str, dict[str, Any]] = {
+        **unauthorised, 403: {"description": "an agent token: this route needs a station token"}}
 
     @app.exception_handler(RegistryError)
     async def _registry_error(_: Request, exc: RegistryError) -> JSONResponse:
@@ -135,9 +150,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         response.status_code = 201 if out.created else 200
         return out
 
-    @app.get("/api/v1/devices", response_model=list[DeviceOut], responses=unauthorised)
+    @app.get("/api/v1/devices", response_model=list[DeviceOut], responses=station_only)
     def list_devices(
-        who: Auth,
+        who: StationAuth,
         status: EventType | None = None,
         point: Annotated[str | None, Query(pattern=r"^[A-Z0-9]{2,8}$")] = None,
         batch: Annotated[dt.date | None, Query(description="registration day")] = None,
@@ -149,12 +164,14 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
                                   batch=batch, serial=serial, limit=limit, offset=offset)
 
     @app.get("/api/v1/devices/{asset_tag}", response_model=DeviceWithEvents,
-             responses={404: {"description": "unknown asset tag"}, **unauthorised})
-    def get_device(asset_tag: Tag, who: Auth) -> DeviceWithEvents:
+             responses={404: {"description": "unknown asset tag"}, **station_only})
+    def get_device(asset_tag: Tag, who: StationAuth) -> DeviceWithEvents:
         return store.get_device(asset_tag)
 
     @app.post("/api/v1/devices/{asset_tag}/events", response_model=EventOut, status_code=201,
               responses={200: {"model": EventOut, "description": "uid already recorded"},
+                         403: {"description": "an agent token and an event that is not "
+                                               "an intake event (loaned, returned, …)"},
                          404: {"description": "unknown asset tag"},
                          409: {"description": "illegal transition"}, **unauthorised})
     def add_event(asset_tag: Tag, body: EventIn, who: Auth, response: Response) -> EventOut:
@@ -162,8 +179,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         response.status_code = 201 if added else 200
         return event
 
-    @app.get("/api/v1/builds", response_model=list[BuildOut], responses=unauthorised)
-    def builds(who: Auth) -> list[BuildOut]:
+    @app.get("/api/v1/builds", response_model=list[BuildOut], responses=station_only)
+    def builds(who: StationAuth) -> list[BuildOut]:
         return store.list_builds()
 
     @app.get("/api/v1/health", include_in_schema=False)

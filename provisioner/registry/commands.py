@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from provisioner.errors import DeelitError
+from provisioner.registry.access import TokenScope
 
 if TYPE_CHECKING:  # the heavy imports wait until a registry command runs
     from provisioner.registry.schemas import DeviceOut
@@ -23,7 +24,8 @@ if TYPE_CHECKING:  # the heavy imports wait until a registry command runs
 
 registry_app = typer.Typer(help="Device registry: serve the API, tokens, exports, labels.",
                            no_args_is_help=True)
-token_app = typer.Typer(help="Per-station bearer tokens.", no_args_is_help=True)
+token_app = typer.Typer(help="Per-station bearer tokens (scope station or agent, optional expiry).",
+                        no_args_is_help=True)
 registry_app.add_typer(token_app, name="token")
 out = Console()
 
@@ -92,14 +94,25 @@ def token_create(
     station: Annotated[str, typer.Argument(help="station name, e.g. mechelen-pc1")],
     point: Annotated[str | None, typer.Option(help="point code its devices get")] = None,
     note: Annotated[str | None, typer.Option(help="free note (no personal data)")] = None,
+    scope: Annotated[TokenScope, typer.Option(
+        help="station: everything (the default); agent: only register devices and post intake "
+             "events, for tokens that leave the station (boot scripts, sticks)")]
+    = TokenScope.station,
+    expires_in: Annotated[str | None, typer.Option(
+        "--expires-in", help="lifetime, e.g. 24h, 7d, 2w (default: until revoked)")] = None,
     data: DataOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Create a token for STATION; the token alone is printed on the last line."""
+    from provisioner.registry.access import parse_duration
+
     _check_name(station)
-    token = _store(data, db).create_token(station, point=point, note=note)
-    out.print(f"token for station {station} (shown once; store it on the station):",
-              highlight=False)
+    lifetime = parse_duration(expires_in) if expires_in is not None else None
+    token = _store(data, db).create_token(station, point=point, note=note, scope=scope,
+                                          expires_in=lifetime)
+    until = f", valid for {lifetime}" if lifetime else ""
+    out.print(f"{scope} token for station {station}{until} (shown once; store it on the "
+              "station):", highlight=False)
     print(token)
 
 
@@ -112,10 +125,16 @@ def _check_name(station: str) -> None:
 
 @token_app.command("list")
 def token_list(data: DataOpt = None, db: DbOpt = None) -> None:
-    """List tokens (prefix only; tokens themselves are not stored)."""
-    table = Table("station", "point", "prefix", "created", "revoked", "note")
+    """List tokens (prefix only; tokens themselves are not stored). Times in UTC."""
+    now = dt.datetime.now(dt.UTC)
+    table = Table("station", "scope", "point", "prefix", "created", "expires", "revoked", "note")
     for t in _store(data, db).list_tokens():
-        table.add_row(t.station, t.point or "", t.prefix, f"{t.created_at:%Y-%m-%d %H:%M}",
+        expires = ""
+        if t.expires_at is not None:
+            expires = f"{t.expires_at:%Y-%m-%d %H:%M}" + (" expired" if t.expires_at <= now
+                                                          else "")
+        table.add_row(t.station, t.scope.value, t.point or "", t.prefix,
+                      f"{t.created_at:%Y-%m-%d %H:%M}", expires,
                       f"{t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "", t.note or "")
     out.print(table)
 

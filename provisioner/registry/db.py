@@ -79,8 +79,9 @@ class Database:
         with self._read() as session, session.begin():
             yield session
 
-    def upgrade(self) -> None:
-        """Brings the schema to the newest migration (a no-op when it is already there)."""
+    def upgrade(self, revision: str = "head") -> None:
+        """Brings the schema to the newest migration (a no-op when it is already there); an
+        older `revision` is for tests of the migrations themselves."""
         cfg = Config()
         cfg.set_main_option(
             "script_location", str(resources.files("provisioner.registry") / "migrations")
@@ -88,7 +89,7 @@ class Database:
         try:
             with self.engine.begin() as conn:
                 cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+                command.upgrade(cfg, revision)
         except OperationalError as exc:
             raise DeelitError(
                 f"cannot open the registry database {self.engine.url!r}: {exc.orig}; "

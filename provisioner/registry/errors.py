@@ -21,3 +21,9 @@ class Conflict(RegistryError):
 
 class Invalid(RegistryError):
     http_status = 422
+
+
+class Forbidden(RegistryError):
+    """A valid token whose scope does not cover the request (an agent token reading, say)."""
+
+    http_status = 403

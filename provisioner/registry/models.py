@@ -13,6 +13,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Date,
     DateTime,
     ForeignKey,
@@ -121,7 +122,8 @@ class Build(Base):
 
 
 class Token(Base):
-    """A station's bearer token; only its SHA-256 is stored."""
+    """A bearer token; only its SHA-256 is stored. `scope` says what it may do
+    (provisioner/registry/access.py); `expires_at`, when set, ends it without a revocation."""
 
     __tablename__ = "tokens"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -132,3 +134,8 @@ class Token(Base):
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    scope: Mapped[str] = mapped_column(String(16), nullable=False, default="station",
+                                       server_default="station")
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (CheckConstraint("scope IN ('station', 'agent')", name="ck_tokens_scope"),)

@@ -19,7 +19,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from provisioner.registry import identity, lifecycle
+from provisioner.registry import access, identity, lifecycle
+from provisioner.registry.access import TokenScope
 from provisioner.registry.db import Database
 from provisioner.registry.errors import Conflict, Invalid, NotFound
 from provisioner.registry.lifecycle import EventType
@@ -71,14 +72,23 @@ class TokenInfo:
     created_at: dt.datetime
     revoked_at: dt.datetime | None
     note: str | None
+    scope: TokenScope = TokenScope.station
+    expires_at: dt.datetime | None = None
+
+    def live(self, now: dt.datetime | None = None) -> bool:
+        """Neither revoked nor expired."""
+        return self.revoked_at is None and (self.expires_at is None
+                                            or self.expires_at > (now or utcnow()))
 
 
 @dataclass
 class Caller:
-    """Who a request comes from: a station, and the point its token belongs to."""
+    """Who a request comes from: a station, the point its token belongs to, and what the
+    token may do (access.TokenScope: a station's own token, or the agents' narrow one)."""
 
     station: str
     point: str | None = None
+    scope: TokenScope = TokenScope.station
 
 
 class Store:
@@ -219,7 +229,9 @@ class Store:
         return _event_out(ev) if ev else None
 
     def add_event(self, asset_tag: str, body: EventIn, caller: Caller) -> tuple[EventOut, bool]:
-        """Appends an event after checking the transition; returns (event, newly stored)."""
+        """Appends an event after checking the caller's scope and the transition; returns
+        (event, newly stored)."""
+        access.check_event(caller.scope, body.type)
         for attempt in range(_RETRIES):
             try:
                 with self.db.write() as s:
@@ -328,20 +340,53 @@ class Store:
 
     # -- tokens --------------------------------------------------------------------------
 
-    def create_token(self, station: str, *, point: str | None = None,
-                     note: str | None = None) -> str:
+    def create_token(self, station: str, *, point: str | None = None, note: str | None = None,
+                     scope: TokenScope | str = TokenScope.station,
+                     expires_in: dt.timedelta | None = None) -> str:
+        """A new token (shown only now: the database keeps its SHA-256). `scope` station may do
+        everything, agent only what access.AGENT_EVENTS allows; `expires_in` ends it on its own."""
         if point is not None and not POINT_RE.match(point):
             raise Invalid(f"point code {point!r} must be 2-8 capital letters or digits")
+        try:
+            scope = TokenScope(scope)
+        except ValueError as exc:
+            raise Invalid(f"token scope {scope!r}: use one of "
+                          f"{', '.join(s.value for s in TokenScope)}") from exc
+        now = utcnow()
+        expires_at = None
+        if expires_in is not None:
+            if expires_in <= dt.timedelta(0):
+                raise Invalid("a token's lifetime must be positive")
+            try:
+                expires_at = now + expires_in
+            except OverflowError as exc:
+                raise Invalid(f"token lifetime {expires_in} is too long") from exc
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self.db.write() as s:
             s.add(Token(station=station, point=point, token_sha256=_sha(token),
-                        prefix=token[:12], note=note, created_at=utcnow()))
+                        prefix=token[:12], note=note, created_at=now, scope=scope.value,
+                        expires_at=expires_at))
         return token
 
     def list_tokens(self) -> list[TokenInfo]:
         with self.db.read() as s:
-            return [TokenInfo(t.station, t.point, t.prefix, t.created_at, t.revoked_at, t.note)
-                    for t in s.scalars(select(Token).order_by(Token.id))]
+            return [_token_info(t) for t in s.scalars(select(Token).order_by(Token.id))]
+
+    def token_info(self, token: str) -> TokenInfo | None:
+        """What is recorded about a token (live or not), looked up by the token itself."""
+        with self.db.read() as s:
+            row = s.scalar(select(Token).where(Token.token_sha256 == _sha(token)))
+            return _token_info(row) if row else None
+
+    def revoke_token(self, token: str) -> bool:
+        """Revokes one token by its value; False when it is unknown or already revoked."""
+        with self.db.write() as s:
+            row = s.scalar(select(Token).where(Token.token_sha256 == _sha(token),
+                                               Token.revoked_at.is_(None)))
+            if row is None:
+                return False
+            row.revoked_at = utcnow()
+            return True
 
     def revoke_tokens(self, station: str, *, prefix: str | None = None) -> int:
         """Revokes the station's live tokens (only the one starting with `prefix`, if given)."""
@@ -355,10 +400,16 @@ class Store:
             return len(rows)
 
     def authenticate(self, token: str) -> Caller | None:
-        with self.db.read() as s:
-            row = s.scalar(select(Token).where(Token.token_sha256 == _sha(token),
-                                               Token.revoked_at.is_(None)))
-            return Caller(row.station, row.point) if row else None
+        """The caller a live token stands for; None for unknown, revoked or expired tokens."""
+        info = self.token_info(token)
+        if info is None or not info.live():
+            return None
+        return Caller(info.station, info.point, info.scope)
+
+
+def _token_info(t: Token) -> TokenInfo:
+    return TokenInfo(t.station, t.point, t.prefix, t.created_at, t.revoked_at, t.note,
+                     TokenScope(t.scope), t.expires_at)
 
 
 def _build_out(b: Build) -> BuildOut:
