@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
 
 from provisioner.errors import DeelitError
 from provisioner.flash.commands import register
@@ -22,6 +21,8 @@ def main() -> None:
     try:
         app()
     except DeelitError as exc:
+        from rich.console import Console
+
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
 

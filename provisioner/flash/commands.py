@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
@@ -9,21 +10,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich import filesize
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
 from provisioner.errors import DeelitError
 from provisioner.flash import bmap as bm
@@ -31,8 +20,26 @@ from provisioner.flash import targets as tg
 from provisioner.flash import writer
 from provisioner.flash.source import Source, open_source
 
-out = Console()
-err = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+# rich is imported on first use: `--json` (scripts, the benchmark) never draws anything, and
+# importing rich's console, progress and table modules costs a noticeable part of a second
+# at start-up on a busy machine.
+
+
+@functools.cache
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def _table(title: str) -> Table:
+    from rich.table import Table
+
+    return Table(title=title)
 
 
 def register(app: typer.Typer) -> None:
@@ -44,6 +51,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _size(n: int) -> str:
+    from rich import filesize
+
     return filesize.decimal(n)
 
 
@@ -103,26 +112,26 @@ def _list(as_json: bool) -> None:
                            "mountpoints": c.mountpoints, "usable": c.refusal is None,
                            "refusal": c.refusal} for c in cands], indent=2))
         return
-    table = Table(title="Flash targets")
+    table = _table("Flash targets")
     for col in ("device", "size", "model", "serial", "bus", "usable"):
         table.add_column(col)
     for c in cands:
         usable = "[green]yes[/]" if c.refusal is None else f"[yellow]no[/]: {c.refusal}"
         table.add_row(str(c.path), _size(c.size), c.model or "", c.serial or "",
                       c.transport or "", usable)
-    out.print(table)
+    _console().print(table)
 
 
 def _confirm(source: Source, accepted: list[tg.Target]) -> None:
-    table = Table(title=f"About to write {source.path.name} "
-                        f"({_size(source.bmap.mapped_bytes)} mapped) to:")
+    table = _table(f"About to write {source.path.name} "
+                   f"({_size(source.bmap.mapped_bytes)} mapped) to:")
     table.add_column("target", overflow="fold")  # the whole path, never an ellipsis
     for col in ("model", "serial", "size"):
         table.add_column(col)
     for t in accepted:
         table.add_row(str(t.path), t.model or "", t.serial or "",
                       _size(t.size) if t.size else "new file")
-    err.print(table)
+    _console(stderr=True).print(table)
     if not typer.confirm(f"Everything on these {len(accepted)} target(s) will be lost. Write?",
                          default=False, err=True):
         raise DeelitError("cancelled; nothing was written")
@@ -171,9 +180,19 @@ def _run(source: Source, accepted: list[tg.Target], *, verify: bool,
 
 
 def _progress(states: list[writer.TargetState], th: threading.Thread) -> None:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     columns = (TextColumn("{task.description}"), TextColumn("[cyan]{task.fields[phase]:>7}"),
                BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=False) as progress:
+    with Progress(*columns, console=_console(stderr=True), transient=False) as progress:
         tasks: list[tuple[TaskID, writer.TargetState]] = [
             (progress.add_task(s.target.label, total=s.total, phase="write"), s)
             for s in states]
@@ -211,8 +230,8 @@ def _result_json(source: Source, result: writer.FlashResult) -> dict[str, Any]:
 
 
 def _summary(source: Source, result: writer.FlashResult) -> None:
-    table = Table(title=f"{source.path.name}: {_size(source.bmap.mapped_bytes)} mapped of "
-                        f"{_size(source.bmap.image_size)}")
+    table = _table(f"{source.path.name}: {_size(source.bmap.mapped_bytes)} mapped of "
+                   f"{_size(source.bmap.image_size)}")
     table.add_column("target", overflow="fold")
     for col in ("model", "serial", "result", "write", "verify"):
         table.add_column(col)
@@ -227,11 +246,11 @@ def _summary(source: Source, result: writer.FlashResult) -> None:
         table.add_row(str(s.target.path), s.target.model or "", s.target.serial or "",
                       verdict, f"{s.write_seconds:.1f} s ({rate:.0f} MB/s)",
                       f"{s.verify_seconds:.1f} s" if s.verified_ok is not None else "-")
-    out.print(table)
+    _console().print(table)
     if result.source_error:
-        out.print(f"[red]source image problem:[/] {result.source_error}")
+        _console().print(f"[red]source image problem:[/] {result.source_error}")
     if not result.verify:
-        out.print("[yellow]--no-verify: the targets were not read back; they are not "
+        _console().print("[yellow]--no-verify: the targets were not read back; they are not "
                   "verified.[/]")
 
 
@@ -277,6 +296,6 @@ def bmap_create(
         output = image.with_name(stem + ".bmap")
     block_map.write(output)
     pct = 100 * block_map.mapped_bytes / block_map.image_size if block_map.image_size else 0
-    err.print(f"wrote {output}: {len(block_map.ranges)} ranges, "
+    _console(stderr=True).print(f"wrote {output}: {len(block_map.ranges)} ranges, "
               f"{_size(block_map.mapped_bytes)} mapped ({pct:.1f} %) of "
               f"{_size(block_map.image_size)}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,22 @@ def test_bmap_create_refuses_compressed_images(app: typer.Typer, tmp_path: Path)
     z.write_bytes(b"x")
     res = CliRunner().invoke(app, ["bmap", "create", str(z)])
     assert isinstance(res.exception, DeelitError) and "raw image" in str(res.exception)
+
+
+def test_json_run_starts_without_loading_rich(image: Path, tmp_path: Path) -> None:
+    """Scripts and the benchmark use --json: nothing is drawn, so rich is not imported (it is a
+    noticeable part of the start-up time on a busy machine)."""
+    out = tmp_path / "o.img"
+    code = ("import runpy, sys\n"
+            "sys.argv = ['deelit', 'flash', sys.argv[1], sys.argv[2], '--to-file', '--yes',"
+            " '--json']\n"
+            "try:\n"
+            "    runpy.run_module('provisioner.flash', run_name='__main__')\n"
+            "finally:\n"
+            "    loaded = sorted(m for m in sys.modules if m == 'rich' or m.startswith('rich.'))\n"
+            "    print('RICH', loaded, file=sys.stderr)\n")
+    res = subprocess.run([sys.executable, "-c", code, str(image), str(out)],
+                         capture_output=True, text=True, cwd=Path(__file__).parents[3])
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["ok"]
+    assert "RICH []" in res.stderr, res.stderr
