@@ -70,26 +70,40 @@ def make_image(path: Path, size: int, mapped: float, seed: int = 9) -> None:
 
 
 class Targets:
-    """N fresh loop devices (direct I/O, optionally throttled); removed on exit."""
+    """N fresh loop devices (direct I/O, optionally throttled); removed on exit.
 
-    def __init__(self, work: Path, n: int, size: int, throttle: tuple[int, int] | None):
+    The backing files are preallocated, or sparse when the disk lacks the room (then only
+    the written data takes space); every run of one bench uses the same kind.
+    """
+
+    def __init__(self, work: Path, n: int, size: int, throttle: tuple[int, int] | None,
+                 allocate: bool = True):
         self.files = [work / f"target{i}.bin" for i in range(n)]
         self.devs: list[str] = []
         self.size = size
         self.throttle = throttle
+        self.allocate = allocate
 
     def __enter__(self) -> list[str]:
-        for f in self.files:
-            f.unlink(missing_ok=True)
-            sh("fallocate", "-l", str(self.size), str(f))
-            self.devs.append(sh("losetup", "-f", "--show", "--direct-io=on", str(f)))
-        if self.throttle:
-            for d in self.devs:
-                devno = Path(f"/sys/block/{Path(d).name}/dev").read_text().strip()
-                (BLKIO / "blkio.throttle.write_bps_device").write_text(
-                    f"{devno} {self.throttle[0]}\n")
-                (BLKIO / "blkio.throttle.read_bps_device").write_text(
-                    f"{devno} {self.throttle[1]}\n")
+        try:
+            for f in self.files:
+                f.unlink(missing_ok=True)
+                if self.allocate:
+                    sh("fallocate", "-l", str(self.size), str(f))
+                else:
+                    with f.open("wb") as fh:
+                        fh.truncate(self.size)
+                self.devs.append(sh("losetup", "-f", "--show", "--direct-io=on", str(f)))
+            if self.throttle:
+                for d in self.devs:
+                    devno = Path(f"/sys/block/{Path(d).name}/dev").read_text().strip()
+                    (BLKIO / "blkio.throttle.write_bps_device").write_text(
+                        f"{devno} {self.throttle[0]}\n")
+                    (BLKIO / "blkio.throttle.read_bps_device").write_text(
+                        f"{devno} {self.throttle[1]}\n")
+        except BaseException:  # e.g. the disk filled up: leave no loop device behind
+            self.__exit__()
+            raise
         return self.devs
 
     def __exit__(self, *exc: object) -> None:
@@ -135,7 +149,7 @@ def bench_image(image: Path, bmap_path: Path, work: Path, args: argparse.Namespa
     runs: list[Run] = []
 
     def once(n: int, fn: object) -> list[Run]:
-        with Targets(work, n, tsize, throttle) as devs:
+        with Targets(work, n, tsize, throttle, args.allocate) as devs:
             drop_caches()
             got = fn(devs)  # type: ignore[operator]
         done: list[Run] = got if isinstance(got, list) else [got]
@@ -268,6 +282,13 @@ def main() -> None:
         print(f"target medium: {medium}; caches dropped before each run", flush=True)
         sets = [("synthetic", image, bmap_path), *[(f"real {p.name}", p, b)
                                                     for p, b in real_images()]]
+        biggest = max(-(-bm.load(b).image_size // MiB) * MiB for _, _, b in sets)
+        need = max(args.targets, 1) * biggest + 2 * 2**30
+        args.allocate = shutil.disk_usage(args.dir).free >= need
+        if not args.allocate:
+            print(f"only {shutil.disk_usage(args.dir).free / 2**30:.1f} GiB free, "
+                  f"{need / 2**30:.1f} GiB needed to preallocate the targets: they are "
+                  f"sparse files in every run", flush=True)
         for title, img, bmp in sets:
             print(f"\n{title}: {img}", flush=True)
             runs = bench_image(img, bmp, args.dir, args, throttle)

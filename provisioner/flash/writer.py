@@ -3,9 +3,13 @@
 One reader thread reads each mapped span of the source once (raw or zstd), checks it against
 the map's SHA-256, and hands the same aligned buffer to one writer thread per target. Each
 writer zeroes the image's first span, writes the rest, writes the first span last (so a stick
-cut off midway carries no partition table and does not look usable), and flushes. Then each
-target is read back past the page cache (O_DIRECT, else fadvise DONTNEED) and every range is
-compared with its checksum. A failing target is reported; the others carry on.
+cut off midway carries no partition table and does not look usable), and flushes. Only when
+every target has been written and flushed are they read back, all together, past the page
+cache (O_DIRECT, else fadvise DONTNEED), and every range of every target is compared with
+its checksum (one SHA-256 per chunk for all targets whose bytes are identical; see
+`read_back`). Reading back only after the last write also catches sticks that fake their
+capacity: their late writes overwrite early ranges. A failing target is reported; the others
+carry on.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from provisioner.errors import DeelitError
 from provisioner.flash import bmap as bm
@@ -388,103 +393,216 @@ def _fan_out_held(chunk: _Chunk, writers: list[_Writer]) -> None:
 
 
 # --- read-back ---------------------------------------------------------------------------
+#
+# All targets are read back together, chunk by chunk, each by its own thread past the page
+# cache. Copies of one image are identical when they are good, so one SHA-256 per chunk is
+# enough for all of them: the chunk of one target is hashed and the others are compared
+# with it byte for byte (memcmp, several times faster than hashing). A target whose chunk
+# differs takes a copy of the shared hash state at that point and hashes its own bytes from
+# then on, so every target's range checksum is still exactly the SHA-256 of what it holds.
+
+
+def _memcmp() -> Callable[[int, int, int], int] | None:
+    """libc's memcmp (it releases the GIL), or None where ctypes cannot load it."""
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None).memcmp
+    except (ImportError, OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    return fn
+
+
+_MEMCMP = _memcmp()
+
+
+class _Buffer:
+    """A page-aligned read buffer (O_DIRECT) with its address for memcmp."""
+
+    def __init__(self, size: int) -> None:
+        self.map = mmap.mmap(-1, size)
+        self._pin: object = None
+        self.address = 0
+        if _MEMCMP is not None:
+            import ctypes
+
+            self._pin = ctypes.c_char.from_buffer(self.map)  # holds an export on the map
+            self.address = ctypes.addressof(self._pin)
+
+    def same(self, other: _Buffer, n: int) -> bool:
+        if _MEMCMP is not None:
+            return _MEMCMP(self.address, other.address, n) == 0
+        step = 64 << 10  # slices small enough to stay in the CPU cache
+        return all(self.map[i:i + step] == other.map[i:i + step] for i in range(0, n, step))
+
+    def close(self) -> None:
+        self._pin = None
+        self.map.close()
+
+
+class _TargetReader(threading.Thread):
+    """Reads one target's mapped spans past the page cache, up to two chunks ahead."""
+
+    def __init__(self, block_map: bm.BlockMap, state: TargetState) -> None:
+        super().__init__(name=f"read {state.target.path}", daemon=True)
+        self.map = block_map
+        self.state = state
+        path = state.target.path
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+            self.direct = True
+        except OSError:
+            self.fd = os.open(path, os.O_RDONLY)
+            self.direct = False
+            os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)  # clean after fsync
+        self.bufs = [_Buffer(CHUNK) for _ in range(3)]
+        self.free: queue.Queue[_Buffer] = queue.Queue()
+        for b in self.bufs:
+            self.free.put(b)
+        self.filled: queue.Queue[tuple[_Buffer, int] | BaseException] = queue.Queue()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            for _, offset, n in spans(self.map, CHUNK):
+                buf = self.free.get()
+                if self.stop.is_set():
+                    return
+                size = -(-n // ALIGN) * ALIGN if self.direct else n  # O_DIRECT: whole blocks
+                with memoryview(buf.map) as view:
+                    got = os.preadv(self.fd, [view[:size]], offset)
+                self.filled.put((buf, got))
+        except BaseException as exc:  # handed to the comparing side
+            self.filled.put(exc)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.free.put(self.bufs[0])  # unblocks the thread if it waits for a buffer
+        if self.ident is not None:  # started
+            self.join()
+        os.close(self.fd)
+        for b in self.bufs:
+            b.close()
+
+
+def read_back(block_map: bm.BlockMap, expected: list[str], states: list[TargetState],
+              cancel: threading.Event | None = None) -> None:
+    """Reads every mapped range of every target past the page cache and compares checksums.
+
+    Sets each state's `mismatches` (the differing ranges) and `verify_seconds`; a target
+    that cannot be read gets an `error` and the others carry on.
+    """
+    start = time.monotonic()
+    readers: list[_TargetReader] = []
+    for s in states:
+        s.phase = "verify"
+        try:
+            readers.append(_TargetReader(block_map, s))
+        except OSError as exc:
+            _read_failed(s, exc, start)
+    for r in readers:
+        r.start()
+    live = list(readers)
+    bad: dict[int, set[int]] = {id(r): set() for r in readers}  # range indexes per reader
+    kind = block_map.checksum_type
+    try:
+        current = -1
+        shared = hashlib.new(kind)
+        own: dict[int, Any] = {}  # id(reader) -> its own hash object once it differed
+        short: set[int] = set()
+        for index, _, n in spans(block_map, CHUNK):
+            if index != current:
+                if current >= 0:
+                    _close_range(current, expected, live, shared, own, short, bad)
+                current, shared, own, short = index, hashlib.new(kind), {}, set()
+            items: list[tuple[_TargetReader, _Buffer, int]] = []
+            for r in list(live):
+                if cancel is not None and cancel.is_set():
+                    raise OSError(errno.ECANCELED, "interrupted")
+                item = r.filled.get()
+                if isinstance(item, BaseException):
+                    live.remove(r)
+                    _read_failed(r.state, item, start)
+                    continue
+                items.append((r, *item))
+            ref = next((b for r, b, got in items
+                        if got >= n and id(r) not in own and id(r) not in short), None)
+            for r, b, got in items:
+                key = id(r)
+                if got < n:  # a target shorter than the image cannot match
+                    short.add(key)
+                elif key in short:
+                    pass
+                elif key in own:
+                    with memoryview(b.map) as view:
+                        own[key].update(view[:n])
+                elif ref is not None and b is not ref and not b.same(ref, n):
+                    own[key] = shared.copy()  # the bytes before this chunk were the shared ones
+                    with memoryview(b.map) as view:
+                        own[key].update(view[:n])
+            if ref is not None:
+                with memoryview(ref.map) as view:
+                    shared.update(view[:n])
+            for r, b, _ in items:
+                r.free.put(b)
+                r.state.verified += n
+        if current >= 0:
+            _close_range(current, expected, live, shared, own, short, bad)
+    except OSError as exc:
+        for r in live:
+            _read_failed(r.state, exc, start)
+        live = []
+    finally:
+        for r in readers:
+            r.close()
+    seconds = time.monotonic() - start
+    for r in live:
+        s = r.state
+        s.verify_seconds = seconds
+        s.mismatches = [(rg.first, rg.last) for i, rg in enumerate(block_map.ranges)
+                        if i in bad[id(r)]]
+
+
+def _close_range(index: int, expected: list[str], live: list[_TargetReader], shared: Any,
+                 own: dict[int, Any], short: set[int], bad: dict[int, set[int]]) -> None:
+    shared_digest: str | None = None
+    for r in live:
+        key = id(r)
+        if key in short:
+            bad[key].add(index)
+            continue
+        if key in own:
+            digest = own[key].hexdigest()
+        else:
+            if shared_digest is None:
+                shared_digest = shared.hexdigest()
+            digest = shared_digest
+        if digest != expected[index]:
+            bad[key].add(index)
+
+
+def _read_failed(s: TargetState, exc: BaseException, start: float) -> None:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    s.error = f"read-back failed: {reason}; replace the stick"
+    s.phase = "failed"
+    s.verify_seconds = time.monotonic() - start
 
 
 def _verify_all(block_map: bm.BlockMap, expected: list[str], states: list[TargetState],
                 cancel: threading.Event) -> None:
-    threads = []
-    for s in states:
+    live = [s for s in states if s.error is None]
+    read_back(block_map, expected, live, cancel)
+    for s in live:
         if s.error is not None:
             continue
-        th = threading.Thread(target=_verify_one, args=(block_map, expected, s, cancel),
-                              name=f"verify {s.target.path}", daemon=True)
-        th.start()
-        threads.append(th)
-    for th in threads:
-        th.join()
-
-
-def _verify_one(block_map: bm.BlockMap, expected: list[str], s: TargetState,
-                cancel: threading.Event) -> None:
-    s.phase = "verify"
-    start = time.monotonic()
-    try:
-        s.mismatches = read_back(block_map, expected, s.target, cancel, s)
         s.verified_ok = not s.mismatches
         if s.mismatches:
             first, last = s.mismatches[0]
             s.error = (f"verify failed: {len(s.mismatches)} range(s) differ from the image, "
                        f"first at blocks {first}-{last}; flash it again or replace the stick")
             s.phase = "failed"
-    except OSError as exc:
-        s.error = f"read-back failed: {exc.strerror or exc}; replace the stick"
-        s.phase = "failed"
-    s.verify_seconds = time.monotonic() - start
-
-
-def read_back(block_map: bm.BlockMap, expected: list[str], target: Target,
-              cancel: threading.Event | None = None,
-              state: TargetState | None = None) -> list[tuple[int, int]]:
-    """Reads every mapped range of `target` past the page cache; returns the differing ones.
-
-    A prefetch thread reads the next chunk while this one hashes the last (double buffering).
-    """
-    try:
-        fd = os.open(target.path, os.O_RDONLY | os.O_DIRECT)
-        direct = True
-    except OSError:
-        fd = os.open(target.path, os.O_RDONLY)
-        direct = False
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # written pages are clean after fsync
-    bufs = [mmap.mmap(-1, CHUNK) for _ in range(3)]
-    free: queue.Queue[mmap.mmap] = queue.Queue()
-    for b in bufs:
-        free.put(b)
-    filled: queue.Queue[tuple[int, int, mmap.mmap, int] | BaseException | None] = queue.Queue()
-    stop = threading.Event()
-
-    def prefetch() -> None:
-        try:
-            for index, offset, n in spans(block_map, CHUNK):
-                buf = free.get()
-                if stop.is_set():
-                    return
-                size = -(-n // ALIGN) * ALIGN if direct else n  # O_DIRECT reads whole blocks
-                with memoryview(buf) as view:
-                    got = os.preadv(fd, [view[:size]], offset)
-                filled.put((index, n, buf, got))
-            filled.put(None)
-        except BaseException as exc:  # handed to the hashing side
-            filled.put(exc)
-
-    reader = threading.Thread(target=prefetch, name=f"read {target.path}", daemon=True)
-    reader.start()
-    bad: set[int] = set()
-    hashers = [hashlib.new(block_map.checksum_type) for _ in block_map.ranges]
-    try:
-        while (item := filled.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            if cancel is not None and cancel.is_set():
-                raise OSError(errno.ECANCELED, "interrupted")
-            index, n, buf, got = item
-            if got < n:  # a target shorter than the image cannot match
-                bad.add(index)
-            else:
-                with memoryview(buf) as view:
-                    hashers[index].update(view[:n])
-            free.put(buf)
-            if state is not None:
-                state.verified += n
-    finally:
-        stop.set()
-        free.put(bufs[0])  # unblocks the prefetcher if it waits for a buffer
-        reader.join()
-        os.close(fd)
-        for b in bufs:
-            b.close()
-    return [(r.first, r.last) for i, r in enumerate(block_map.ranges)
-            if i in bad or hashers[i].hexdigest() != expected[i]]
 
 
 def verify(source: Source, targets: list[Target]) -> list[TargetState]:
@@ -497,10 +615,11 @@ def verify(source: Source, targets: list[Target]) -> list[TargetState]:
     for t in targets:
         s = TargetState(t, block_map.mapped_bytes)
         s.written = s.total
-        _verify_one(block_map, expected, s, threading.Event())
+        states.append(s)
+    _verify_all(block_map, expected, states, threading.Event())
+    for s in states:
         if s.error is None:
             s.phase = "done"
-        states.append(s)
     return states
 
 

@@ -186,3 +186,66 @@ def test_read_ahead_is_bounded_by_the_image_and_the_budget() -> None:
     assert writer._pool_chunks(0) == least
     assert writer._pool_chunks(least + 3) == least + 3  # a small image: a buffer per span
     assert least <= writer._pool_chunks(1 << 20) <= writer.READ_AHEAD // writer.CHUNK
+
+
+def _corrupt(path: Path, offset: int) -> int:
+    with path.open("r+b") as f:
+        f.seek(offset)
+        old = f.read(1)
+        f.seek(offset)
+        f.write(bytes([old[0] ^ 0xFF]))
+    return offset // B
+
+
+@pytest.mark.parametrize("memcmp", [True, False], ids=["memcmp", "slices"])
+@pytest.mark.parametrize("bad_first", [False, True], ids=["others-bad", "first-bad"])
+def test_read_back_of_many_targets_judges_each_on_its_own_bytes(
+        tmp_path: Path, image: Path, monkeypatch: pytest.MonkeyPatch, memcmp: bool,
+        bad_first: bool) -> None:
+    """Targets are compared with each other and one is hashed; a target that differs (also
+    the one hashed, also in the second chunk of a range) is still judged on its own bytes."""
+    if not memcmp:
+        monkeypatch.setattr(writer, "_MEMCMP", None)
+    source = src.open_source(image)
+    targets = file_targets(tmp_path, 4, image)
+    assert writer.flash(source, targets, verify=False).ok
+    # the 10 MiB range at 3 MiB spans two chunks: 3-11 MiB and 11-13 MiB
+    hits = {0: _corrupt(targets[0].path, (12 << 20) + 5)} if bad_first else {}
+    hits[2] = _corrupt(targets[2].path, (4 << 20) + 1)
+    hits[3] = _corrupt(targets[3].path, (12 << 20) + 7)
+    with open(targets[1].path, "r+b") as f:  # and one that is short: its last range is bad
+        f.truncate(24 << 20)
+    states = writer.verify(source, targets)
+    ranges = source.bmap.ranges
+    for i, s in enumerate(states):
+        bad = {b for a, z in s.mismatches for b in range(a, z + 1)}
+        if i == 1:
+            assert s.mismatches == [(ranges[-1].first, ranges[-1].last)]
+        elif i in hits:
+            assert hits[i] in bad and len(s.mismatches) == 1, (i, s.mismatches)
+            assert s.verified_ok is False and "verify failed" in (s.error or "")
+        else:
+            assert s.ok and s.verified_ok is True and s.mismatches == []
+        assert s.verified == source.bmap.mapped_bytes
+
+
+def test_read_back_failure_of_one_target_leaves_the_others(
+        tmp_path: Path, image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = src.open_source(image)
+    targets = file_targets(tmp_path, 3, image)
+    assert writer.flash(source, targets, verify=False).ok
+    real = os.preadv
+    failing = os.open(targets[1].path, os.O_RDONLY)
+    bad_ino = os.fstat(failing).st_ino
+    os.close(failing)
+
+    def preadv(fd: int, bufs: list[memoryview], offset: int) -> int:
+        if os.fstat(fd).st_ino == bad_ino and offset >= (8 << 20):
+            raise OSError(5, "Input/output error")
+        return real(fd, bufs, offset)
+
+    monkeypatch.setattr(writer.os, "preadv", preadv)
+    states = writer.verify(source, targets)
+    assert [s.ok for s in states] == [True, False, True]
+    assert "read-back failed: Input/output error" in (states[1].error or "")
+    assert states[0].verified_ok is True and states[2].verified_ok is True
