@@ -105,34 +105,16 @@ def throughput(installer: Path, rounds: int) -> None:
 
 
 def laptops(count: int) -> None:
-    from tests.integration.station.lan import Lan
-    from tests.integration.station.laptop import Laptop, StationProcess
+    """`deelit demo`'s path with `count` laptops at once: the times it measures per laptop."""
+    from provisioner.netboot import demo
 
     ci, installer = REPO / "out" / "ci", REPO / "out" / "installer"
-    with tempfile.TemporaryDirectory(prefix="deelit-bench-") as tmp, Lan() as lan:
-        station = StationProcess(lan, Path(tmp) / "data", ci, installer)
-        station.wait_ready()
-        lts = [Laptop(lan, f"bench{i}", f"DL-BENCH-{count}-{i:03d}", f"52:54:00:be:0{count}:{i:02x}")
-               for i in range(count)]
-        for lt in lts:
-            lt.power_on()
-        registered: dict[str, float] = {}
-        ready: dict[str, float] = {}
-        deadline = time.monotonic() + 3600
-        while len(ready) < count and time.monotonic() < deadline:
-            for lt in lts:
-                dev = station.device(serial=lt.serial)
-                if dev is not None and lt.name not in registered:
-                    registered[lt.name] = time.monotonic() - lt.started_at
-                if dev is not None and dev.status == "ready" and lt.name not in ready:
-                    ready[lt.name] = time.monotonic() - lt.started_at
-            time.sleep(2)
-        for lt in lts:
-            lt.power_off()
-        for lt in lts:
-            print(f"  {count} laptop(s) {lt.name}: power-on -> registered "
-                  f"{registered.get(lt.name, float('nan')):6.0f} s, -> ready "
-                  f"{ready.get(lt.name, float('nan')):6.0f} s")
+    specs = [demo.LaptopSpec(f"DL-BENCH-{count}-{i:03d}", f"52:54:00:be:0{count}:{i:02x}")
+             for i in range(count)]
+    results = demo.run(specs, ci, installer, view=demo.PrintView(), timeout=3600)
+    for r in results:
+        print(f"  {count} laptop(s) {r.spec.serial}: power-on -> registered {r.registered_s:6.0f} s, "
+              f"-> ready {r.ready_s:6.0f} s, -> disk boot {r.disk_boot_s:6.0f} s")
 
 
 def main() -> None:

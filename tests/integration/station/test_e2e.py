@@ -1,8 +1,10 @@
 """End to end: a QEMU laptop PXE-boots beside a router, is inventoried, graded, wiped, gets
 the `ci` disk image, registers, reboots into it and passes the `ci` testinfra suite over SSH.
 
-BIOS runs in the default suite. UEFI, two laptops at once (one with a placeholder serial) and
-Secure Boot take many TCG minutes each: they run with DEELIT_E2E_ALL=1.
+Each goes through `deelit demo`'s own path (provisioner.netboot.demo.run), so a green BIOS run
+here is the demo working. BIOS is heavy_vm (runs with DEELIT_HEAVY_VM=1); UEFI and two laptops
+at once (one with a placeholder serial) take many more TCG minutes: they run with
+DEELIT_E2E_ALL=1.
 """
 
 from __future__ import annotations
@@ -10,34 +12,21 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from provisioner import profile as profiles
 from provisioner import verify as verifier
+from provisioner.netboot import demo
 from provisioner.registry.identity import is_placeholder
 from provisioner.registry.schemas import DeviceWithEvents
 
-from .lan import Lan
-from .laptop import Laptop, StationProcess, wait_for
-
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(7200)]
 ALL = os.environ.get("DEELIT_E2E_ALL") == "1"
-INSTALL_TIMEOUT = 3600  # TCG on a busy 2-core machine: power-on to ready
+INSTALL_TIMEOUT = 4800  # TCG on a busy 2-core machine: power-on to the boot from disk
 SSH_TIMEOUT = 1200
-
-
-def ssh_banner(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.settimeout(10)
-            return s.recv(64).startswith(b"SSH-")
-    except OSError:
-        return False
 
 
 def check_registered(dev: DeviceWithEvents | None, build_id: str) -> None:
@@ -51,78 +40,60 @@ def check_registered(dev: DeviceWithEvents | None, build_id: str) -> None:
     assert dev.grade and dev.maker == "DEELIT-TEST"
 
 
-def image_laptops(tmp_path: Path, laptops_spec: list[dict[str, str]], ci_out: Path,
+def image_laptops(tmp_path: Path, specs: list[demo.LaptopSpec], ci_out: Path,
                   installer_out: Path) -> dict[str, float]:
-    """Boots the laptops, checks each end to end; returns timings (s) per laptop and stage."""
+    """`deelit demo`'s path (provisioner.netboot.demo.run) with more laptops, then each one's
+    record checked and the `ci` testinfra suite run on its installed system over SSH.
+    Returns timings (s) per laptop and stage; logs land in tmp_path/logs."""
     build_id = json.loads((ci_out / "manifest.json").read_text())["build_id"]
     key = tmp_path / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deelit-e2e", "-f", str(key)],
                    check=True)
     timings: dict[str, float] = {}
-    with Lan() as lan:
-        station = StationProcess(lan, tmp_path / "station-data", ci_out, installer_out)
-        station.wait_ready()
-        laptops = [Laptop(lan, f"lt{i}", spec["serial"], spec["mac"], spec.get("firmware", "bios"),
-                          ssh_pubkey=key.with_suffix(".pub").read_text())
-                   for i, spec in enumerate(laptops_spec)]
-        try:
-            for lt in laptops:
-                lt.power_on()
-            for lt in laptops:
-                real = not is_placeholder(lt.serial)
+    ci = profiles.load_profile("ci")
 
-                def ready(lt: Laptop = lt, real: bool = real) -> DeviceWithEvents | None:
-                    d = station.device(serial=lt.serial) if real else station.device(mac=lt.mac)
-                    return d if d is not None and d.status == "ready" else None
+    def after(session: demo.Session, results: list[demo.Result]) -> None:
+        for tracker, result in zip(session.trackers, results, strict=True):
+            timings[f"{result.name}.registered"] = result.registered_s
+            timings[f"{result.name}.ready"] = result.ready_s
+            timings[f"{result.name}.disk_boot"] = result.disk_boot_s
+            dev = result.device
+            check_registered(dev, build_id)
+            if not is_placeholder(result.spec.serial):
+                assert dev.identity_source == "serial" and dev.serial == result.spec.serial
+            else:  # registered under its fallback identity, not the shared placeholder
+                assert dev.identity_source != "serial" and dev.serial_placeholder
+            summary = dict(demo.summary(result))
+            assert summary["build id"] == build_id and summary["status"] == "ready"
+            port = session.ssh_port(tracker, SSH_TIMEOUT)
+            code = verifier.run_suites(ci, f"paramiko://root@127.0.0.1:{port}",
+                                       [f"--ssh-identity-file={key}"])
+            assert code == 0, f"ci testinfra suite on the installed {result.spec.serial}: exit {code}"
 
-                dev = wait_for(f"{lt.name} ready in the registry", ready, INSTALL_TIMEOUT, laptops)
-                timings[f"{lt.name}.ready"] = time.monotonic() - lt.started_at
-                check_registered(dev, build_id)
-                if real:
-                    assert dev is not None and dev.identity_source == "serial"
-                else:  # registered under its fallback identity, not the shared placeholder
-                    assert dev is not None and dev.identity_source != "serial" and dev.serial_placeholder
-            ci = profiles.load_profile("ci")
-            for lt in laptops:
-                # The installed system's GRUB says this on the serial console: the agent rebooted,
-                # the station answered "local disk", and the firmware went on to the disk.
-                ip = wait_for(f"{lt.name} booted from its disk, with the router's address",
-                              lambda lt=lt: lan.leases().get(lt.mac)
-                              if "deelit: loading Linux from UUID" in lt.console_text() else None,
-                              SSH_TIMEOUT, laptops)
-                port = lan.relay(ip, 22)
-                wait_for(f"{lt.name} SSH", lambda port=port: ssh_banner(port), SSH_TIMEOUT, laptops)
-                timings[f"{lt.name}.installed_ssh"] = time.monotonic() - lt.started_at
-                code = verifier.run_suites(ci, f"paramiko://root@127.0.0.1:{port}",
-                                           [f"--ssh-identity-file={key}"])
-                assert code == 0, f"ci testinfra suite on the installed {lt.name}: exit {code}"
-        finally:
-            for lt in laptops:
-                lt.power_off()
-            (tmp_path / "station.log").write_text(station.log.read_text(errors="replace"))
-            for lt in laptops:
-                (tmp_path / f"{lt.name}-console.log").write_text(lt.console_text())
+    demo.run(specs, ci_out, installer_out, view=demo.PrintView(), logs=tmp_path / "logs",
+             ssh_pubkey=key.with_suffix(".pub").read_text(), timeout=INSTALL_TIMEOUT, after=after)
     return timings
 
 
 @pytest.mark.heavy_vm
 def test_pxe_bios_laptop_end_to_end(tmp_path: Path, ci_out: Path, installer_out: Path) -> None:
-    t = image_laptops(tmp_path, [{"serial": "DL-E2E-BIOS-7Q2", "mac": "52:54:00:de:e1:01"}],
+    t = image_laptops(tmp_path, [demo.LaptopSpec("DL-E2E-BIOS-7Q2", "52:54:00:de:e1:01")],
                       ci_out, installer_out)
-    print(f"BIOS power-on to ready {t['lt0.ready']:.0f} s, to installed SSH {t['lt0.installed_ssh']:.0f} s")
+    print(f"BIOS power-on to registered {t['laptop1.registered']:.0f} s, to ready "
+          f"{t['laptop1.ready']:.0f} s, to disk boot {t['laptop1.disk_boot']:.0f} s")
 
 
 @pytest.mark.skipif(not ALL, reason="set DEELIT_E2E_ALL=1 (TCG boot minutes)")
 def test_pxe_uefi_laptop_end_to_end(tmp_path: Path, ci_out: Path, installer_out: Path) -> None:
-    t = image_laptops(tmp_path, [{"serial": "DL-E2E-UEFI-3K8", "mac": "52:54:00:de:e1:02",
-                                  "firmware": "uefi"}], ci_out, installer_out)
-    print(f"UEFI power-on to ready {t['lt0.ready']:.0f} s")
+    t = image_laptops(tmp_path, [demo.LaptopSpec("DL-E2E-UEFI-3K8", "52:54:00:de:e1:02", "uefi")],
+                      ci_out, installer_out)
+    print(f"UEFI power-on to ready {t['laptop1.ready']:.0f} s")
 
 
 @pytest.mark.skipif(not ALL, reason="set DEELIT_E2E_ALL=1 (TCG boot minutes)")
 def test_two_laptops_at_once_one_with_placeholder_serial(tmp_path: Path, ci_out: Path,
                                                          installer_out: Path) -> None:
-    t = image_laptops(tmp_path, [{"serial": "DL-E2E-TWO-5M1", "mac": "52:54:00:de:e1:03"},
-                                 {"serial": "To Be Filled By O.E.M.", "mac": "52:54:00:de:e1:04"}],
+    t = image_laptops(tmp_path, [demo.LaptopSpec("DL-E2E-TWO-5M1", "52:54:00:de:e1:03"),
+                                 demo.LaptopSpec("To Be Filled By O.E.M.", "52:54:00:de:e1:04")],
                       ci_out, installer_out)
-    print(f"two laptops: ready after {t['lt0.ready']:.0f} s and {t['lt1.ready']:.0f} s")
+    print(f"two laptops: ready after {t['laptop1.ready']:.0f} s and {t['laptop2.ready']:.0f} s")

@@ -11,9 +11,8 @@ import pytest
 
 from provisioner.netboot import dnsmasq
 from provisioner.netboot.config import StationConfig
+from provisioner.netboot.lab import LAN_IP, ROUTER_IP, STATION_IP, Lan
 from provisioner.netboot.server import run_dir
-
-from .lan import LAN_IP, ROUTER_IP, STATION_IP, Lan
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 PROBE = Path(__file__).with_name("dhcp_probe.py")

@@ -16,12 +16,10 @@ import paramiko
 import pytest
 
 from provisioner.flash import bmap as bm
+from provisioner.netboot.lab import DEELIT, STATION_IP, Lan, Laptop, StationProcess, qemu_thresholds, wait_for
 from provisioner.registry.settings import Settings
 from provisioner.registry.store import Store
 from provisioner.vm import smbios_value
-
-from .lan import STATION_IP, Lan
-from .laptop import DEELIT, Laptop, StationProcess, qemu_thresholds, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(7200),
               pytest.mark.skipif(os.environ.get("DEELIT_E2E_ALL") != "1",
