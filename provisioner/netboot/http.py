@@ -1,9 +1,15 @@
 """The station's HTTP service: iPXE scripts, installer and image files, progress, and the
-registry API mounted beside them (one port for everything a laptop needs)."""
+registry API mounted beside them (one port for everything a laptop needs).
+
+The boot scripts carry an agent-scoped token (anyone on the network can fetch them): with it
+a machine may ask for its action, report progress, register and post intake events. What the
+station page reads (the board, labels, the registry's devices) needs the station token.
+"""
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at runtime.
 import datetime as dt
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +22,9 @@ from pydantic import BaseModel, Field
 from provisioner.netboot import scripts
 from provisioner.netboot.config import StationConfig
 from provisioner.netboot.images import PreparedImage
+from provisioner.registry.access import AGENT_LIMITS, TokenScope
 from provisioner.registry.api import create_app as registry_app
+from provisioner.registry.errors import NotFound
 from provisioner.registry.labels import labels_pdf
 from provisioner.registry.settings import Settings
 from provisioner.registry.store import Caller, Store
@@ -75,9 +83,12 @@ class Board:
 _bearer = HTTPBearer(auto_error=False)
 
 
-def create_app(cfg: StationConfig, image: PreparedImage | None, token: str,
-               store: Store | None = None) -> FastAPI:
+def create_app(cfg: StationConfig, image: PreparedImage | None,
+               token: str | Callable[[], str], store: Store | None = None) -> FastAPI:
+    """`token`: the agent token the boot scripts hand to machines (or what gives the current
+    one: serve renews it). Never the station's own token."""
     store = store or Store(Settings(data_dir=cfg.data_dir))
+    agent_token: Callable[[], str] = token if callable(token) else (lambda: token)
     book = scripts.ActionBook(cfg.data_dir / "actions.json")
     board = Board()
     app = FastAPI(title="deelit station", docs_url=None, redoc_url=None)
@@ -86,11 +97,16 @@ def create_app(cfg: StationConfig, image: PreparedImage | None, token: str,
     def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> Caller:
         who = store.authenticate(creds.credentials) if creds else None
         if who is None:
-            raise HTTPException(401, "a valid station token is needed",
+            raise HTTPException(401, "a valid token is needed",
                                 headers={"WWW-Authenticate": "Bearer"})
         return who
 
-    Auth = Annotated[Caller, Depends(caller)]
+    def station_caller(who: Annotated[Caller, Depends(caller)]) -> Caller:
+        _station_only(who, "the station board")
+        return who
+
+    Auth = Annotated[Caller, Depends(caller)]  # the station's or an agent's token
+    StationAuth = Annotated[Caller, Depends(station_caller)]  # the station's own token
 
     @app.get("/boot.ipxe", response_class=PlainTextResponse)
     def boot_ipxe(serial: str | None = None, mac: str | None = None, uuid: str | None = None,
@@ -101,7 +117,7 @@ def create_app(cfg: StationConfig, image: PreparedImage | None, token: str,
         decision = scripts.decide(machine, cfg.default_action, book, store)
         board.update(machine.key, stage="pxe", action=decision.action, serial=machine.serial,
                      mac=machine.mac, message=decision.reason)
-        return scripts.machine_script(cfg, machine, decision, token)
+        return scripts.machine_script(cfg, machine, decision, agent_token())
 
     @app.get("/station/action")
     def action(who: Auth, serial: str | None = None, mac: str | None = None) -> dict[str, str]:
@@ -115,7 +131,7 @@ def create_app(cfg: StationConfig, image: PreparedImage | None, token: str,
                      serial=body.serial, asset_tag=body.asset_tag)
 
     @app.get("/station/machines")
-    def machines(who: Auth) -> list[dict[str, Any]]:
+    def machines(who: StationAuth) -> list[dict[str, Any]]:
         return board.all()
 
     @app.get("/station/image")
@@ -146,9 +162,15 @@ def create_app(cfg: StationConfig, image: PreparedImage | None, token: str,
     @app.get("/station/label/{asset_tag}.pdf")
     def label(asset_tag: str, token: str) -> Response:
         # A link cannot carry an Authorization header: the page passes its token as a query.
-        if store.authenticate(token) is None:
+        who = store.authenticate(token)
+        if who is None:
             raise HTTPException(401, "a valid station token is needed")
-        pdf = labels_pdf([store.get_device(asset_tag)], "roll62")
+        _station_only(who, "a label")
+        try:
+            device = store.get_device(asset_tag)
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from exc
+        pdf = labels_pdf([device], "roll62")
         return Response(pdf, media_type="application/pdf")
 
     @app.get("/station", response_class=HTMLResponse)
@@ -157,6 +179,11 @@ def create_app(cfg: StationConfig, image: PreparedImage | None, token: str,
 
     app.mount("/", registry_app(Settings(data_dir=cfg.data_dir), store=store))
     return app
+
+
+def _station_only(who: Caller, what: str) -> None:
+    if who.scope != TokenScope.station:
+        raise HTTPException(403, f"{what} needs the station token; {AGENT_LIMITS}")
 
 
 def _file(path: Path) -> FileResponse:

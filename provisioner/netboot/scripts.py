@@ -134,7 +134,8 @@ def decide(machine: Machine, default: Action, book: ActionBook, store: Store | N
 
 
 def installer_cmdline(cfg: StationConfig, action: str, token: str, *, ipxe: bool) -> str:
-    """Kernel command line of the installer: live-boot fetch, plus what the agent reads."""
+    """Kernel command line of the installer: live-boot fetch, plus what the agent reads.
+    `token` is readable by anyone on the network: serve passes an agent-scoped one."""
     args = [
         "boot=live",
         f"fetch={cfg.http_base}/installer/filesystem.squashfs",

@@ -2,10 +2,17 @@
 
 Everything started here is stopped on the way out (Ctrl-C, SIGTERM or an error), and the
 run folder (dnsmasq config, TFTP root) is removed with it.
+
+Two tokens: the station's own (DATA/station-token, full rights; the station page uses it and
+it never leaves this machine), and an agent-scoped one made for this run. Only the latter goes
+into what machines are handed (iPXE scripts, the TFTP grub.cfg, so the installer's kernel
+command line), because anyone on the café's network can fetch those: it may only register
+devices and post intake events, expires, and is revoked when the run ends.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import signal
@@ -13,35 +20,117 @@ import socket
 import tempfile
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 
 from provisioner.errors import DeelitError
 from provisioner.netboot import images, scripts
 from provisioner.netboot.config import StationConfig
 from provisioner.netboot.dnsmasq import Dnsmasq, populate_tftp
 from provisioner.netboot.http import create_app
+from provisioner.registry.access import TokenScope
 from provisioner.registry.settings import Settings
-from provisioner.registry.store import Store
+from provisioner.registry.store import Store, utcnow
 
 TOKEN_FILE = "station-token"
+# Before agent tokens, serve made its station token with this note and put it in every boot
+# script: such a token has been readable on the network, so it is replaced, not reused.
+_EXPOSED_NOTE = "deelit serve (PXE agents)"
+AGENT_TOKEN_LIFETIME = dt.timedelta(hours=24)
+# A machine reports with the token it booted with, up to hours later (a slow wipe): a station
+# left running hands out a fresh one this long before the current one expires.
+AGENT_TOKEN_RENEW_BEFORE = dt.timedelta(hours=8)
 
 
 def station_token(store: Store, data_dir: Path, station: str) -> str:
-    """The token the agents of this station use: kept (0600) across restarts, renewed if revoked."""
+    """The station's own token (the page uses it): kept (0600) across restarts, renewed if
+    revoked or expired. It is never handed to machines; AgentTokens are."""
     path = data_dir / TOKEN_FILE
     if path.exists():
         token = path.read_text().strip()
-        if store.authenticate(token) is not None:
-            return token
-    token = store.create_token(station, note="deelit serve (PXE agents)")
+        info = store.token_info(token)
+        if info is not None and info.live() and info.scope is TokenScope.station:
+            if info.note != _EXPOSED_NOTE:
+                return token
+            store.revoke_token(token)
+    token = store.create_token(station, note="deelit serve (station page)")
     fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     os.replace(path.with_suffix(".tmp"), path)
     return token
+
+
+class AgentTokens:
+    """The agent-scoped tokens one `deelit serve` run hands to machines.
+
+    `current()` makes the first one, and a new one once the current one is within
+    `renew_before` of its expiry (so a station left running keeps booting machines, while
+    machines still working report with the token they booted with); `on_new` is told each new
+    one (serve rewrites grub.cfg with it). `revoke_all()` ends every token of the run.
+    """
+
+    def __init__(self, store: Store, station: str, *,
+                 lifetime: dt.timedelta = AGENT_TOKEN_LIFETIME,
+                 renew_before: dt.timedelta = AGENT_TOKEN_RENEW_BEFORE,
+                 clock: Callable[[], dt.datetime] = utcnow) -> None:
+        if not dt.timedelta(0) <= renew_before < lifetime:
+            raise DeelitError("agent tokens: renew_before must be shorter than the lifetime")
+        self.store, self.station = store, station
+        self.lifetime, self.renew_before, self.clock = lifetime, renew_before, clock
+        self.on_new: Callable[[str], None] | None = None
+        self._lock = threading.Lock()
+        self._issued: list[str] = []
+        self._renew_at: dt.datetime | None = None
+
+    def current(self) -> str:
+        with self._lock:
+            now = self.clock()
+            if self._issued and self._renew_at is not None and now < self._renew_at:
+                return self._issued[-1]
+            token = self.store.create_token(
+                self.station, scope=TokenScope.agent, expires_in=self.lifetime,
+                note=f"deelit serve run of {now:%Y-%m-%d %H:%M} UTC (handed to PXE machines)")
+            self._issued.append(token)
+            self._renew_at = now + self.lifetime - self.renew_before
+            if self.on_new is not None:
+                self.on_new(token)
+            return token
+
+    def revoke_all(self) -> int:
+        with self._lock:
+            return sum(self.store.revoke_token(t) for t in self._issued)
+
+
+def write_grub_config(cfg: StationConfig, token: str) -> None:
+    """(Re)writes the TFTP grub.cfg of the Secure Boot path with `token`, atomically."""
+    path = cfg.run_dir / "tftp" / "grub" / "grub.cfg"
+    tmp = path.with_name(".grub.cfg.tmp")
+    tmp.write_text(scripts.grub_config(cfg, token))
+    tmp.chmod(0o644)  # dnsmasq reads it as nobody
+    os.replace(tmp, path)
+
+
+@dataclass
+class Run:
+    token: str  # the station's own (the page URL carries it); never handed to machines
+    agents: AgentTokens  # what the boot scripts and grub.cfg carry
+    app: FastAPI
+
+
+def prepare_run(cfg: StationConfig, image: images.PreparedImage | None, store: Store,
+                station: str) -> Run:
+    """The tokens of a serve run, the TFTP root filled in, and the HTTP app: all but the
+    processes (dnsmasq, uvicorn)."""
+    token = station_token(store, cfg.data_dir, station)
+    agents = AgentTokens(store, station)
+    populate_tftp(cfg, scripts.grub_config(cfg, agents.current()), scripts.chain_script(cfg))
+    agents.on_new = lambda new: write_grub_config(cfg, new)
+    return Run(token, agents, create_app(cfg, image, agents.current, store))
 
 
 def run_dir() -> Path:
@@ -79,11 +168,11 @@ def serve(cfg: StationConfig, *, on_ready: Callable[[str], None] | None = None,
     dnsmasq = Dnsmasq(cfg, cfg.data_dir / "dnsmasq.log")
     stop = stop or threading.Event()
     previous: dict[signal.Signals, object] = {}
+    agents: AgentTokens | None = None
     try:
-        token = station_token(store, cfg.data_dir, station or f"pxe-{socket.gethostname()}"[:64])
-        populate_tftp(cfg, scripts.grub_config(cfg, token), scripts.chain_script(cfg))
-        app = create_app(cfg, image, token, store)
-        server = uvicorn.Server(uvicorn.Config(app, host=cfg.server_ip, port=cfg.http_port,
+        run = prepare_run(cfg, image, store, station or f"pxe-{socket.gethostname()}"[:64])
+        agents = run.agents
+        server = uvicorn.Server(uvicorn.Config(run.app, host=cfg.server_ip, port=cfg.http_port,
                                                log_level="warning", access_log=False))
         thread = threading.Thread(target=server.run, name="station-http", daemon=True)
         thread.start()
@@ -100,8 +189,9 @@ def serve(cfg: StationConfig, *, on_ready: Callable[[str], None] | None = None,
         if not thread.is_alive():
             raise DeelitError(f"the HTTP service did not start on {cfg.http_base}")
         if on_ready:
-            on_ready(token)
+            on_ready(run.token)
         while not stop.is_set():
+            agents.current()  # renews the agent token (and grub.cfg) when due
             if dnsmasq.proc is not None and dnsmasq.proc.poll() is not None:
                 raise DeelitError(f"dnsmasq stopped ({dnsmasq.proc.returncode}); "
                                   f"log: {dnsmasq.log}")
@@ -112,5 +202,9 @@ def serve(cfg: StationConfig, *, on_ready: Callable[[str], None] | None = None,
         dnsmasq.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
-        store.close()
+        try:
+            if agents is not None:
+                agents.revoke_all()  # machines booted by this run can report no more
+        finally:
+            store.close()
         shutil.rmtree(cfg.run_dir, ignore_errors=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +15,10 @@ from fastapi.testclient import TestClient
 
 from provisioner.errors import DeelitError
 from provisioner.flash import bmap as bm
-from provisioner.netboot import dnsmasq, images, scripts
+from provisioner.netboot import dnsmasq, images, scripts, server
 from provisioner.netboot.config import StationConfig
 from provisioner.netboot.http import create_app
+from provisioner.registry.access import TokenScope
 from provisioner.registry.lifecycle import EventType
 from provisioner.registry.schemas import DeviceIn, EventIn
 from provisioner.registry.settings import Settings
@@ -206,7 +209,8 @@ def test_prepare_names_what_is_missing(cfg: StationConfig) -> None:
 def test_http_service(cfg: StationConfig, store: Store) -> None:
     make_image(cfg.image_dir)
     prepared = images.prepare(cfg.image_dir, cfg.data_dir)
-    token = store.create_token("pxe-test")
+    token = store.create_token("pxe-test", scope="agent")
+    station = {"Authorization": f"Bearer {store.create_token('pxe-test')}"}
     client = TestClient(create_app(cfg, prepared, token, store))
     assert client.get("/boot.ipxe").text == scripts.chain_script(cfg)
     r = client.get("/boot.ipxe", params={"serial": "QEMU-1", "mac": "52:54:00:12:34:56"})
@@ -221,12 +225,12 @@ def test_http_service(cfg: StationConfig, store: Store) -> None:
     assert hashlib.sha256(client.get("/image/disk.bmap").content).hexdigest() == hashlib.sha256(
         (prepared.folder / "disk.bmap").read_bytes()).hexdigest()
     assert client.get("/station/image").json()["build_id"] == "ci-20260101-abc"
-    # progress and action need the token; the board shows what agents report
+    # progress and action need the (agent) token; the board shows what agents report
     body = {"key": "QEMU-1", "stage": "install", "percent": 42.5, "message": "writing"}
     assert client.post("/station/progress", json=body).status_code == 401
     auth = {"Authorization": f"Bearer {token}"}
     assert client.post("/station/progress", json=body, headers=auth).status_code == 204
-    board = {m["key"]: m for m in client.get("/station/machines", headers=auth).json()}
+    board = {m["key"]: m for m in client.get("/station/machines", headers=station).json()}
     assert board["QEMU-1"]["stage"] == "install" and board["QEMU-1"]["percent"] == 42.5
     assert board["QEMU-1"]["action"] == "wipe-install"
     assert client.post("/station/progress", json={**body, "stage": "bogus"},
@@ -246,3 +250,128 @@ def test_station_serves_the_points_grading_thresholds(cfg: StationConfig, store:
     rules.write_text("spec: {}\n")
     client = TestClient(create_app(cfg.model_copy(update={"thresholds": rules}), None, token, store))
     assert client.get("/station/thresholds.yaml").text == "spec: {}\n"
+
+
+# -- tokens: the station keeps its own, machines get an agent-scoped one ---------------------
+
+
+def _needs_ipxe() -> None:
+    if not dnsmasq.SOURCES["undionly.kpxe"][0].exists():
+        pytest.skip("Debian package ipxe not installed")
+
+
+def test_boot_scripts_and_grub_carry_an_agent_token_never_the_station_token(
+        cfg: StationConfig, store: Store) -> None:
+    _needs_ipxe()
+    run = server.prepare_run(cfg, None, store, "pxe-test")
+    station_token, agents = run.token, run.agents
+    grub = (cfg.run_dir / "tftp" / "grub" / "grub.cfg").read_text()  # as dnsmasq serves it
+    assert (cfg.data_dir / server.TOKEN_FILE).read_text().strip() == station_token
+    assert (cfg.data_dir / server.TOKEN_FILE).stat().st_mode & 0o077 == 0
+    (in_grub,) = re.findall(r"deelit\.token=(\S+)", grub)
+    agent_token = agents.current()
+    assert in_grub == agent_token != station_token
+    assert store.authenticate(station_token) == Caller("pxe-test", None, TokenScope.station)
+    assert store.authenticate(agent_token) == Caller("pxe-test", None, TokenScope.agent)
+    info = store.token_info(agent_token)
+    assert info is not None and info.expires_at is not None
+    assert info.expires_at - info.created_at == server.AGENT_TOKEN_LIFETIME
+    assert station_token not in grub
+    client = TestClient(run.app)
+    for serial, mac in (("QEMU-1", "52:54:00:12:34:56"), ("To Be Filled By O.E.M.",
+                                                          "52:54:00:12:34:57")):
+        script = client.get("/boot.ipxe", params={"serial": serial, "mac": mac}).text
+        assert f"deelit.token={agent_token}" in script and station_token not in script
+    assert station_token not in client.get("/boot.ipxe").text
+    # restarting serve keeps the station token (the page's bookmark) and makes a new agent one
+    assert client.get("/station/machines", headers={"Authorization": f"Bearer {station_token}"}
+                      ).status_code == 200  # the page URL serve prints works
+    again = server.prepare_run(cfg, None, store, "pxe-test")
+    assert again.token == station_token and again.agents.current() != agent_token
+
+
+def test_agent_token_does_what_the_agent_needs_and_nothing_more(cfg: StationConfig,
+                                                                store: Store) -> None:
+    station = {"Authorization": f"Bearer {store.create_token('pxe-test')}"}
+    agents = server.AgentTokens(store, "pxe-test")
+    agent = {"Authorization": f"Bearer {agents.current()}"}
+    client = TestClient(create_app(cfg, None, agents.current, store))
+    # what provisioner/agent/station.py and report.py do
+    assert client.get("/station/action", params={"serial": "QEMU-1"}, headers=agent).json()[
+        "action"] == "wipe-install"
+    assert client.post("/station/progress", headers=agent,
+                       json={"key": "QEMU-1", "stage": "grade"}).status_code == 204
+    reg = client.post("/api/v1/devices", json={"serial": "QEMU-1"}, headers=agent)
+    assert reg.status_code == 201
+    tag = reg.json()["asset_tag"]
+    for kind in ("inventoried", "wiped", "imaged", "verified", "ready"):
+        assert client.post(f"/api/v1/devices/{tag}/events", json={"type": kind},
+                           headers=agent).status_code == 201, kind
+    # what the station page and people do
+    refused = [client.get("/station/machines", headers=agent),
+               client.get(f"/station/label/{tag}.pdf", params={"token": agents.current()}),
+               client.get("/api/v1/devices", headers=agent),
+               client.get(f"/api/v1/devices/{tag}", headers=agent),
+               client.get("/api/v1/builds", headers=agent),
+               client.post(f"/api/v1/devices/{tag}/events", json={"type": "loaned"},
+                           headers=agent)]
+    for r in refused:
+        assert r.status_code == 403, (r.request.url, r.status_code)
+        assert "station token" in r.json()["detail"]
+    station_token = station["Authorization"].removeprefix("Bearer ")
+    assert client.get("/station/machines", headers=station).json()[0]["stage"] == "grade"
+    label = client.get(f"/station/label/{tag}.pdf", params={"token": station_token})
+    assert label.status_code == 200 and label.content.startswith(b"%PDF")
+    assert client.get("/station/label/DEELIT-MEC-999999.pdf",
+                      params={"token": station_token}).status_code == 404
+    assert client.get(f"/api/v1/devices/{tag}", headers=station).json()["status"] == "ready"
+    # a stopped serve run revokes its agent tokens: a copied one opens nothing any more
+    assert agents.revoke_all() == 1
+    assert client.post("/station/progress", headers=agent,
+                       json={"key": "QEMU-1", "stage": "done"}).status_code == 401
+    assert client.post("/api/v1/devices", json={"serial": "QEMU-2"},
+                       headers=agent).status_code == 401
+
+
+def test_agent_token_is_renewed_before_it_expires(cfg: StationConfig, store: Store) -> None:
+    _needs_ipxe()
+    now = [dt.datetime(2026, 5, 20, 8, 0, tzinfo=dt.UTC)]
+    agents = server.AgentTokens(store, "pxe-test", lifetime=dt.timedelta(hours=24),
+                                renew_before=dt.timedelta(hours=8), clock=lambda: now[0])
+    dnsmasq.populate_tftp(cfg, scripts.grub_config(cfg, agents.current()))
+    agents.on_new = lambda token: server.write_grub_config(cfg, token)
+    grub = cfg.run_dir / "tftp" / "grub" / "grub.cfg"
+    first = agents.current()
+    now[0] += dt.timedelta(hours=15, minutes=59)
+    assert agents.current() == first
+    now[0] += dt.timedelta(minutes=2)
+    second = agents.current()
+    assert second != first and agents.current() == second
+    assert f"deelit.token={second}" in grub.read_text() and first not in grub.read_text()
+    assert grub.stat().st_mode & 0o004  # dnsmasq reads it as nobody
+    # machines that booted with the first one can still report until it expires
+    assert store.authenticate(first) is not None and store.authenticate(second) is not None
+    assert agents.revoke_all() == 2
+    assert store.authenticate(first) is None and store.authenticate(second) is None
+    with pytest.raises(DeelitError, match="shorter than the lifetime"):
+        server.AgentTokens(store, "x", lifetime=dt.timedelta(hours=1),
+                           renew_before=dt.timedelta(hours=1))
+
+
+def test_station_token_reuse_and_replacement(cfg: StationConfig, store: Store) -> None:
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    path = cfg.data_dir / server.TOKEN_FILE
+    # serve made its token with this note when it still handed it to every machine: replaced
+    exposed = store.create_token("pxe-test", note="deelit serve (PXE agents)")
+    path.write_text(exposed + "\n")
+    fresh = server.station_token(store, cfg.data_dir, "pxe-test")
+    assert fresh != exposed and store.authenticate(exposed) is None
+    assert store.authenticate(fresh) == Caller("pxe-test", None, TokenScope.station)
+    assert server.station_token(store, cfg.data_dir, "pxe-test") == fresh  # kept on restart
+    # an agent-scoped or expired token in the file is not taken as the station's
+    agent = store.create_token("pxe-test", scope="agent")
+    path.write_text(agent + "\n")
+    assert server.station_token(store, cfg.data_dir, "pxe-test") not in (agent, fresh)
+    store.revoke_tokens("pxe-test")
+    renewed = server.station_token(store, cfg.data_dir, "pxe-test")
+    assert store.authenticate(renewed) == Caller("pxe-test", None, TokenScope.station)
