@@ -185,14 +185,27 @@ def bench_image(image: Path, bmap_path: Path, work: Path, args: argparse.Namespa
             sh("bmaptool", "-q", "copy", "--bmap", str(bmap_path), str(image), devs[0])
         return Run("bmaptool copy", t[0])
 
-    runs += once(1, raw)
-    if not args.no_dd:
-        runs += once(1, dd)
-    runs += once(1, bmaptool)
-    runs += once(1, lambda d: deelit(image, d, verify=False))
-    runs += once(1, lambda d: deelit(image, d, verify=True))
-    runs += once(args.targets, lambda d: deelit(image, d, verify=True))
-    return runs
+    for rnd in range(args.rounds):  # rounds interleave, so a busy spell hits every tool
+        if args.rounds > 1:
+            print(f" round {rnd + 1}/{args.rounds}", flush=True)
+        runs += once(1, raw)
+        if not args.no_dd and rnd == 0:  # slow, and only context: once
+            runs += once(1, dd)
+        runs += once(1, bmaptool)
+        runs += once(1, lambda d: deelit(image, d, verify=False))
+        runs += once(1, lambda d: deelit(image, d, verify=True))
+        runs += once(args.targets, lambda d: deelit(image, d, verify=True))
+    return median_runs(runs)
+
+
+def median_runs(runs: list[Run]) -> list[Run]:
+    """Per name, the run with the median total time (the lower middle one of an even count)."""
+    names = list(dict.fromkeys(r.name for r in runs))
+    out = []
+    for name in names:
+        same = sorted((r for r in runs if r.name == name), key=lambda r: r.seconds)
+        out.append(same[(len(same) - 1) // 2])
+    return out
 
 
 def report(title: str, m: bm.BlockMap, runs: list[Run], targets: int) -> None:
@@ -255,6 +268,9 @@ def main() -> None:
     ap.add_argument("--read-mbps", type=int, default=300)
     ap.add_argument("--no-dd", action="store_true", help="skip the (slow) whole-image dd")
     ap.add_argument("--keep", action="store_true", help="keep the synthetic image")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat every run this often, interleaved, and report the median "
+                         "run of each (for a machine that other work keeps busy)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (loop devices, drop_caches, blkio throttling)")
@@ -292,6 +308,8 @@ def main() -> None:
         for title, img, bmp in sets:
             print(f"\n{title}: {img}", flush=True)
             runs = bench_image(img, bmp, args.dir, args, throttle)
+            if args.rounds > 1:
+                title += f" (median run of {args.rounds} rounds)"
             report(title, bm.load(bmp), runs, args.targets)
     finally:
         if not args.keep:
