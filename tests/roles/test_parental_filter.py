@@ -258,7 +258,18 @@ def testnet(live: Any, child: str) -> Iterator[Any]:
     for cmd in ("unbound-control forward_remove .", f"unbound-control forward_add +i . {FAKE_UPSTREAM}",
                 "unbound-control flush_zone ."):
         host.run_expect([0], cmd)
-    _wait_for(lambda: _status(dig(host, "open.example.org")) == "NOERROR", "the fake upstream")
+    last: list[str] = []
+
+    def upstream_answers() -> bool:
+        last[:] = [_status(dig(host, "open.example.org"))]
+        return last[0] == "NOERROR"
+
+    try:  # TCG on a busy machine: the extra unbound can take a while to come up
+        _wait_for(upstream_answers, "the fake upstream", timeout=240)
+    except AssertionError as exc:
+        units = host.run("systemctl status --no-pager deelit-test-upstream unbound; "
+                         "journalctl --no-pager -n 40 -u deelit-test-upstream -u unbound").stdout
+        raise AssertionError(f"{exc}; last dig: {last}\n{units[-3000:]}") from None
     yield host
     host.run("systemctl stop deelit-test-upstream deelit-test-listeners")
     host.run("ip link del deelit-t0")
