@@ -58,6 +58,12 @@ class QMP:
         self.sock.close()
 
 
+def share(image: Image.Image, wanted: Any) -> float:
+    """The fraction of pixels (of a reduced copy) whose (r, g, b) `wanted` accepts."""
+    pixels = list(image.convert("RGB").resize((160, 120)).getdata())
+    return sum(1 for p in pixels if wanted(*p)) / len(pixels)
+
+
 def distinct_colours(image: Image.Image) -> int:
     small = image.resize((160, 120))
     return len(set(small.getdata()))

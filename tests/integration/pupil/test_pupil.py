@@ -31,7 +31,7 @@ from provisioner.profile import load_profile
 from provisioner.vm import VM, VMSpec, smbios_value
 
 from .helpers import deelit, record
-from .qmp import QMP, distinct_colours
+from .qmp import QMP, distinct_colours, share
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -149,6 +149,12 @@ def test_reaches_the_graphical_greeter(guest: Guest) -> None:
     record(guest.artifacts, greeter_seconds=round(time.monotonic() - guest.started))
     assert guest.check("systemctl is-active lightdm").strip() == "active"
     guest.drawn("greeter.png", 600)
+    # the branding role's background (roles/branding/files/greeter.svg): DEEL IT's teal to
+    # navy around the login box, where Debian's own would be
+    shot = guest.qmp.screenshot(guest.artifacts / "greeter-branding.png")
+    teal = share(shot, lambda r, g, b: r < 60 and 30 < g < 130 and 60 < b < 140 and g > r + 20)
+    record(guest.artifacts, greeter_teal_share=round(teal, 3))
+    assert teal > 0.4, f"greeter background: {teal:.0%} DEEL IT teal"
     # the greeter speaks Dutch and runs with Belgian AZERTY
     env = guest.check("cat /proc/$(pgrep -u lightdm -f lightdm-gtk-greeter | head -1)/environ | tr '\\0' '\\n'")
     assert "LANG=nl_BE.UTF-8" in env
@@ -220,6 +226,9 @@ def test_child_session_starts(guest: Guest) -> None:
     record(guest.artifacts, child_session_seconds=round(time.monotonic() - guest.started),
            after_child_login_mib=free_mib, free_m=guest.check("free -m"))
     guest.drawn("child-desktop.png", 600)
+    # the welcome page opened by itself at this first login, and only once
+    guest.wait_for(f"pgrep -u {CHILD_LOGIN} -af 'welkom.html' | grep -v pgrep", 600, "the welcome page")
+    assert guest.check(f"cat /home/{CHILD_LOGIN}/.config/deelit/welkom-gezien").strip()
     # the school apps and help launchers reached the child's Dutch desktop folder
     desktop = guest.check(f"ls /home/{CHILD_LOGIN}/Bureaublad")
     assert {"deelit-web-scratch.desktop", "deelit-hulp-nodig.desktop"} <= set(desktop.split())
