@@ -7,7 +7,10 @@ Two tokens: the station's own (DATA/station-token, full rights; the station page
 it never leaves this machine), and an agent-scoped one made for this run. Only the latter goes
 into what machines are handed (iPXE scripts, the TFTP grub.cfg, so the installer's kernel
 command line), because anyone on the café's network can fetch those: it may only register
-devices and post intake events, expires, and is revoked when the run ends.
+devices and post intake events, and expires. Stopping serve does not revoke it: a station
+restarted while a laptop is still imaging must not strand that laptop's report (the agent
+keeps retrying, and a revoked token would never be accepted again); `deelit registry token
+revoke` ends it at once when that is wanted.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ class AgentTokens:
     `current()` makes the first one, and a new one once the current one is within
     `renew_before` of its expiry (so a station left running keeps booting machines, while
     machines still working report with the token they booted with); `on_new` is told each new
-    one (serve rewrites grub.cfg with it). `revoke_all()` ends every token of the run.
+    one (serve rewrites grub.cfg with it).
     """
 
     def __init__(self, store: Store, station: str, *,
@@ -100,10 +103,6 @@ class AgentTokens:
             if self.on_new is not None:
                 self.on_new(token)
             return token
-
-    def revoke_all(self) -> int:
-        with self._lock:
-            return sum(self.store.revoke_token(t) for t in self._issued)
 
 
 def write_grub_config(cfg: StationConfig, token: str) -> None:
@@ -202,9 +201,5 @@ def serve(cfg: StationConfig, *, on_ready: Callable[[str], None] | None = None,
         dnsmasq.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
-        try:
-            if agents is not None:
-                agents.revoke_all()  # machines booted by this run can report no more
-        finally:
-            store.close()
+        store.close()  # agent tokens live on until they expire (module docstring)
         shutil.rmtree(cfg.run_dir, ignore_errors=True)
