@@ -44,7 +44,15 @@ from provisioner.vm import OVMF, OVMF_DIR, Firmware
 
 DISK_BOOT_MARK = "deelit: loading Linux from UUID"  # the installed system's GRUB, on the console
 FIRMWARES: tuple[str, ...] = ("bios", "uefi")
-PERCENT_STAGES = frozenset({"wipe", "install", "verify", "done"})
+PERCENT_STAGES = frozenset({"download", "wipe", "install", "verify", "done"})
+# The installer's boot, read off the laptop's serial console while the station board still says
+# "pxe" (its agent reports from "inventory" on): (console text, stage, message), in boot order.
+BOOT_MARKS: tuple[tuple[str, str, str], ...] = (
+    ("Linux version", "boot", "the installer's kernel is starting"),
+    ("Trying wget", "download", "fetching the installer's filesystem.squashfs"),
+    ("Welcome to", "start", "the installer's system is starting"),
+)
+_SQUASHFS_PERCENT = re.compile(rb"filesystem\.squashfs\s+(\d{1,3})%")
 # command -> the Debian package that brings it (all in host-packages.txt, so `make setup`)
 HOST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "dnsmasq": "dnsmasq-base", "ip": "iproute2"}
 _SERIAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/+-]{0,62}[A-Za-z0-9.]$")
@@ -115,6 +123,25 @@ def check_host(firmware: str, *, euid: int | None = None,
 
 # -- watching one laptop ---------------------------------------------------------------------
 
+BootPhase = tuple[str, str, float | None]  # stage, message, percent
+
+
+def boot_phase(recent: bytes) -> BootPhase | None:
+    """Where the installer's boot is, from the console's recent output: the latest mark wins;
+    while live-boot downloads the squashfs, its wget's own percent."""
+    best: tuple[int, str, str] | None = None
+    for mark, stage, message in BOOT_MARKS:
+        pos = recent.rfind(mark.encode())
+        if pos >= 0 and (best is None or pos > best[0]):
+            best = (pos, stage, message)
+    if best is None:
+        return None
+    percent = None
+    if best[1] == "download":
+        found = _SQUASHFS_PERCENT.findall(recent[best[0]:])
+        percent = float(min(100, int(found[-1]))) if found else 0.0
+    return best[1], best[2], percent
+
 
 @dataclass(frozen=True)
 class LaptopSpec:
@@ -171,7 +198,10 @@ class Tracker:
         return f"{clock(elapsed):>7}  {self.spec.serial}  {what:<10} {text}".rstrip()
 
     def observe(self, elapsed: float, rows: Sequence[Mapping[str, Any]],
-                device: DeviceWithEvents | None, disk_booted: bool) -> list[str]:
+                device: DeviceWithEvents | None, disk_booted: bool,
+                boot: BootPhase | None = None) -> list[str]:
+        """`boot`: the installer's boot phase from the console, shown while the board says
+        "pxe" for an install (not for the second PXE boot, sent to the local disk)."""
         self.elapsed = elapsed
         lines: list[str] = []
         mine = [r for r in rows if self.matches(r)]
@@ -182,6 +212,8 @@ class Tracker:
             self.message = str(row.get("message") or "")
             pct = row.get("percent")
             self.percent = float(pct) if pct is not None and self.stage in PERCENT_STAGES else None
+            if boot is not None and self.stage == "pxe" and self.action != "local":
+                self.stage, self.message, self.percent = boot
             if (self.stage, self.message) != self._shown:
                 self._shown = (self.stage, self.message)
                 self._quarter = -1 if self.percent is None else int(self.percent // 25)
@@ -196,8 +228,9 @@ class Tracker:
                 self.failed = self.message or "the agent reported a failure"
         if device is not None:
             self.device = device
+            seen = {*self._events, "registered"}  # each kind once: the record says the rest
             new = ", ".join(dict.fromkeys(e.type for e in device.events[len(self._events):]
-                                          if e.type != "registered"))
+                                          if e.type not in seen))
             self._events = [e.type for e in device.events]
             text = new
             if self.registered_s is None:
@@ -276,11 +309,15 @@ def summary(result: Result) -> list[tuple[str, str]]:
 
 
 class ConsoleWatch:
-    """Looks for a mark in a growing console log, reading only what is new."""
+    """Follows a growing console log, reading only what is new: whether a mark has appeared,
+    the recent output (for `boot_phase`), and the boot phase last seen."""
+
+    RECENT = 64 << 10
 
     def __init__(self, path: Path, mark: str) -> None:
         self.path, self.mark = path, mark.encode()
-        self.offset, self.tail, self.found = 0, b"", False
+        self.offset, self.recent, self.found = 0, b"", False
+        self.phase: BootPhase | None = None
 
     def check(self) -> bool:
         if self.found or not self.path.exists():
@@ -289,9 +326,10 @@ class ConsoleWatch:
             f.seek(self.offset)
             data = f.read()
         self.offset += len(data)
-        window = self.tail + data
+        window = self.recent[-len(self.mark):] + data
         self.found = self.mark in window
-        self.tail = window[-len(self.mark):]
+        self.recent = (self.recent + data)[-self.RECENT:]
+        self.phase = boot_phase(self.recent) or self.phase  # a mark scrolled away: keep the last
         return self.found
 
 
@@ -418,8 +456,10 @@ class Session:
                     continue
                 device = (self.station.device(serial=lt.serial) if tracker.real_serial
                           else self.station.device(mac=lt.mac))
-                disk = self._consoles[lt.name].check()
-                for text in tracker.observe(time.monotonic() - lt.started_at, rows, device, disk):
+                console = self._consoles[lt.name]
+                disk = console.check()
+                for text in tracker.observe(time.monotonic() - lt.started_at, rows, device, disk,
+                                            console.phase):
                     self.view.line(text)
                 if tracker.failed:
                     raise DeelitError(f"{lt.serial}: the agent failed: {tracker.failed}{self._where()}")

@@ -133,14 +133,29 @@ def test_session_refuses_missing_builds_before_touching_the_network(tmp_path: Pa
     assert session.lan is None
 
 
-def test_cli_errors_are_one_line_and_non_zero() -> None:
-    for args, needle in ((["--firmware", "uefi-secureboot"], "--firmware"),
-                         (["--serial", "a,b"], "--serial"), (["--timeout", "0"], "--timeout")):
-        proc = subprocess.run([sys.executable, "-m", "provisioner.cli", "demo", *args],
-                              capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 1, proc
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
+def test_cli_error_is_one_line_and_non_zero() -> None:
+    proc = subprocess.run([sys.executable, "-m", "provisioner.cli", "demo", "--firmware", "uefi-secureboot"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --firmware: "), proc.stderr
+
+
+@pytest.mark.parametrize(("args", "needle"), [(["--serial", "a,b"], "--serial"),
+                                              (["--timeout", "0"], "--timeout"),
+                                              (["--page-port", "-1"], "--page-port")])
+def test_cli_checks_arguments_before_anything_else(args: list[str], needle: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from provisioner.cli import app
+
+    def must_not_run(*a: object, **k: object) -> None:
+        raise AssertionError("host checks or builds ran before the arguments were checked")
+
+    monkeypatch.setattr(demo, "check_host", must_not_run)
+    result = CliRunner().invoke(app, ["demo", *args])
+    assert isinstance(result.exception, DeelitError) and needle in str(result.exception)
 
 
 # -- the progress view -----------------------------------------------------------------------
@@ -270,3 +285,55 @@ def test_console_watch_finds_a_mark_split_across_reads(tmp_path: Path) -> None:
     with log.open("ab") as f:
         f.write(b"nux from UUID 1234\r\n")
     assert watch.check() and watch.check()
+
+
+CONSOLE = (b"iPXE initialising devices...ok\r\n"
+           b"http://192.168.77.2:8080/boot.ipxe... ok\r\ndeelit: DEMO-K7P2QX: wipe-install\r\n"
+           b"[    0.000000] Linux version 6.12.118+deb13-amd64 (debian-kernel@lists.debian.org)\r\n")
+WGET = (b"Begin: Trying wget http://192.168.77.2:8080/installer/filesystem.squashfs -O "
+        b"/run/live/medium/live/filesystem.squashfs ... Connecting to 192.168.77.2:8080\r\n"
+        b"filesystem.squashfs    3% |*                               | 11.0M  0:00:49 ETA\r"
+        b"filesystem.squashfs   25% |********                        | 70.8M  0:00:23 ETA\r")
+
+
+def test_boot_phase_from_the_console() -> None:
+    assert demo.boot_phase(b"iPXE initialising devices...ok\r\n") is None
+    assert demo.boot_phase(CONSOLE) == ("boot", "the installer's kernel is starting", None)
+    assert demo.boot_phase(CONSOLE + WGET) == ("download", "fetching the installer's filesystem.squashfs", 25.0)
+    started = CONSOLE + WGET + b"\r\nWelcome to Debian GNU/Linux 13 (trixie)!\r\n"
+    assert demo.boot_phase(started) == ("start", "the installer's system is starting", None)
+
+
+def test_console_watch_keeps_the_last_boot_phase(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    log.write_bytes(CONSOLE + WGET)
+    watch = demo.ConsoleWatch(log, demo.DISK_BOOT_MARK)
+    assert not watch.check() and watch.phase is not None and watch.phase[2] == 25.0
+    with log.open("ab") as f:  # the marks scroll out of the recent window: the phase stays
+        f.write(b"[  123.4] some driver says something\r\n" * 3000)
+    assert not watch.check() and watch.phase is not None and watch.phase[0] == "download"
+
+
+def test_the_installer_boot_shows_while_the_board_says_pxe() -> None:
+    t = demo.Tracker("laptop1", demo.LaptopSpec(SERIAL, MAC))
+    t.observe(20, [row("pxe", "new to the registry")], None, False)
+    lines = t.observe(80, [row("pxe", "new to the registry")], None, False, demo.boot_phase(CONSOLE + WGET))
+    assert t.stage == "download" and t.percent == 25.0 and "filesystem.squashfs" in lines[0]
+    # the agent reports: the board wins again
+    t.observe(300, [row("inventory", "DEELIT-TEST VirtualLaptop")], None, False, demo.boot_phase(CONSOLE))
+    assert t.stage == "inventory" and t.percent is None
+    # the second PXE boot is sent to the local disk: the console's old phase does not count
+    t.observe(500, [row("pxe", "registry: ready", action="local")], None, False, demo.boot_phase(CONSOLE))
+    assert t.stage == "pxe" and t.message == "registry: ready"
+
+
+def test_registry_lines_name_each_kind_of_event_once(store: Store) -> None:
+    t = demo.Tracker("laptop1", demo.LaptopSpec(SERIAL, MAC))
+    dev = store.register(DeviceIn(serial=SERIAL, macs=[MAC], grade="C"), CALLER)  # records "graded"
+    first = t.observe(363, [], store.get_device(dev.asset_tag), False)
+    assert len(first) == 1 and first[0].endswith("(grade C, by serial): graded")
+    add(store, dev.asset_tag, EventType.inventoried)
+    add(store, dev.asset_tag, EventType.graded, grade="C")
+    again = t.observe(365, [], store.get_device(dev.asset_tag), False)
+    assert len(again) == 1 and again[0].endswith("registry   inventoried"), again
+    assert t.observe(367, [], store.get_device(dev.asset_tag), False) == []
