@@ -1,14 +1,17 @@
-# deelit — the two commands a newcomer needs:
-#   make image   set up the host, then build the default image (PROFILE=pupil)
+# deelit — the commands a newcomer needs:
+#   make demo    set up the host, build what is missing, and image a virtual laptop over PXE
+#                beside a stand-in router, with progress here and on the station page
 #   make test    set up the host, then run lint and the whole test suite
+#   make image   set up the host, then build the default image (PROFILE=pupil)
 PROFILE ?= pupil
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 DEELIT  := $(VENV)/bin/deelit
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
-.PHONY: setup host-packages python image test test-quick lint clean
+.PHONY: setup host-packages python demo image test test-quick lint clean
 
 setup: host-packages python
 
@@ -22,6 +25,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
+
+demo: setup
+	$(DEELIT) demo $(DEMO_ARGS)
 
 image: setup
 	$(DEELIT) build $(PROFILE)
