@@ -56,4 +56,13 @@ def test_booted_system_is_healthy(host: Any, booted: bool, profile: dict[str, An
     failed = host.run("systemctl --failed --no-legend --plain").stdout
     assert (state, failed) == ("running", "")
     pattern = re.escape(profile["hostname"]).replace(re.escape("{serial}"), "[a-z0-9]{1,6}")
-    assert re.fullmatch(pattern, host.check_output("hostname"))
+    name = host.check_output("hostname")
+    assert re.fullmatch(pattern, name)
+    assert host.run(f"getent hosts {name}").rc == 0  # nss-myhostname: sudo needs it
+
+
+def test_own_name_resolves_without_dns(host: Any) -> None:
+    assert host.package("libnss-myhostname").is_installed
+    hosts_line = [ln for ln in host.file("/etc/nsswitch.conf").content_string.splitlines()
+                  if ln.startswith("hosts:")]
+    assert hosts_line and "myhostname" in hosts_line[0]
