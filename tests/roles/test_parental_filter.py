@@ -421,7 +421,10 @@ def seat_session(live: Any, child: str) -> Iterator[int]:
     live.run_expect([0], "systemd-run --unit=deelit-test-seat -p PAMName=login -p User=child "
                          "-p TTYPath=/dev/tty5 -p StandardInput=tty -p StandardOutput=tty sleep 600")
     live.run("chvt 5")
-    pid = int(live.check_output("systemctl show -P MainPID deelit-test-seat"))
+    # The unit's main process runs as root through PAM before it becomes the child's `sleep`
+    # (seconds under TCG): asking polkit about it then would ask about root.
+    _wait_for(lambda: live.run(f"pgrep -u {CHILD} -x sleep").rc == 0, "the child's process", 60)
+    pid = int(live.check_output(f"pgrep -n -u {CHILD} -x sleep"))
     _wait_for(lambda: _tty_session(live, "tty5") is not None, "a session on tty5", 30)
     yield pid
     live.run("systemctl stop deelit-test-seat")

@@ -111,7 +111,7 @@ def test_same_after_reboot(vm: tuple[VM, Path]) -> None:
             second = ssh(machine, key, "cat /proc/sys/kernel/random/boot_id")
             if second and second != first:
                 break
-        except (TimeoutError, paramiko.SSHException, OSError):
+        except (TimeoutError, paramiko.SSHException, OSError, EOFError):  # the guest restarting
             pass
         time.sleep(5)
     assert ssh(machine, key, "id -u child || echo none") == "none"  # nothing kept from the first boot
