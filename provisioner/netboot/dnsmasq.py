@@ -65,6 +65,10 @@ def populate_tftp(cfg: StationConfig, grub_cfg: str, chain_script: str = "") -> 
                     f"{src}: missing; --secure-boot needs an installer built with "
                     "outputs.netboot.secure_boot: true (images/installer.yaml has it; rebuild)")
             _copy(src, root / name)
+        # the kernel and initrd GRUB loads over TFTP (templates/grub.cfg.j2 says why)
+        (root / "installer").mkdir(mode=0o755, exist_ok=True)
+        for name in ("vmlinuz", "initrd.img"):
+            _copy(cfg.installer_dir / name, root / "installer" / name)
     (root / "grub" / "grub.cfg").write_text(grub_cfg)
     (root / SCRIPT_FILE).write_text(chain_script)
     for path in (cfg.run_dir, root, root / "grub", root / "grub" / "grub.cfg", root / SCRIPT_FILE):
