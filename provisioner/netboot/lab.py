@@ -370,7 +370,7 @@ class StationProcess:
         return self.proc.poll() is None
 
     def token(self) -> str:
-        """The station token its agents and its page use (DATA/station-token)."""
+        """The station token its page uses (DATA/station-token); machines get agent tokens."""
         return (self.data / "station-token").read_text().strip()
 
     def device(self, serial: str | None = None, mac: str | None = None) -> DeviceWithEvents | None:
