@@ -64,6 +64,14 @@ def share(image: Image.Image, wanted: Any) -> float:
     return sum(1 for p in pixels if wanted(*p)) / len(pixels)
 
 
+def changed_share(before: Image.Image, after: Image.Image) -> float:
+    """The fraction of pixels (of reduced copies) that differ between two screens."""
+    a = list(before.convert("RGB").resize((160, 120)).getdata())
+    b = list(after.convert("RGB").resize((160, 120)).getdata())
+    return sum(1 for p, q in zip(a, b, strict=True)
+               if sum(abs(x - y) for x, y in zip(p, q, strict=True)) > 30) / len(a)
+
+
 def distinct_colours(image: Image.Image) -> int:
     small = image.resize((160, 120))
     return len(set(small.getdata()))

@@ -25,13 +25,14 @@ from typing import Any
 import paramiko
 import pytest
 import yaml
+from PIL import Image
 
 from provisioner import verify as verifier
 from provisioner.profile import load_profile
 from provisioner.vm import VM, VMSpec, smbios_value
 
 from .helpers import deelit, record
-from .qmp import QMP, distinct_colours, share
+from .qmp import QMP, changed_share, distinct_colours, share
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -78,6 +79,15 @@ class Guest:
         while distinct_colours(self.qmp.screenshot(self.artifacts / name)) <= 20:
             assert time.monotonic() < deadline, f"{name}: the screen stayed blank for {timeout:.0f} s"
             time.sleep(10)
+
+    def dialog_shown(self, desktop: Image.Image, name: str, timeout: float) -> None:
+        """Screenshots until a window is drawn over `desktop`: under TCG a GTK dialog maps
+        many seconds after its process starts, and a key sent before then goes elsewhere."""
+        deadline = time.monotonic() + timeout
+        while changed_share(desktop, self.qmp.screenshot(self.artifacts / name)) < 0.02:
+            assert time.monotonic() < deadline, f"{name}: no dialog drawn after {timeout:.0f} s"
+            time.sleep(5)
+        time.sleep(5)  # drawn is not yet focused
 
     def as_child(self, command: str) -> str:
         """A command as the child inside its graphical session's environment."""
@@ -244,18 +254,20 @@ def listening_5900(guest: Guest) -> list[str]:
 def test_remote_help_shares_only_after_consent(guest: Guest) -> None:
     start = guest.as_child("setsid /usr/local/bin/deelit-hulp-op-afstand >/dev/null 2>&1 < /dev/null &")
     # asked, then refused: nothing ever listens
+    desktop = guest.qmp.screenshot(guest.artifacts / "remote-help-before.png")
     guest.check(start)
     guest.wait_for(f"pgrep -u {CHILD_LOGIN} -x zenity", 300, "the consent question")
-    time.sleep(15)
-    guest.qmp.screenshot(guest.artifacts / "remote-help-question.png")
+    guest.dialog_shown(desktop, "remote-help-question.png", 300)
     assert listening_5900(guest) == []
     guest.qmp.key("esc")
     guest.wait_for(f"! pgrep -u {CHILD_LOGIN} -f deelit-hulp-op-afstand", 120, "the refused helper to end")
     assert listening_5900(guest) == []
     # asked, then accepted (Enter on the default button): shared on loopback only
+    time.sleep(10)
+    desktop = guest.qmp.screenshot(guest.artifacts / "remote-help-before.png")
     guest.check(start)
     guest.wait_for(f"pgrep -u {CHILD_LOGIN} -x zenity", 300, "the consent question")
-    time.sleep(15)
+    guest.dialog_shown(desktop, "remote-help-question-2.png", 300)
     guest.qmp.key("ret")
     guest.wait_for("ss -Hltn | grep -q ':5900 '", 180, "the shared screen after consent")
     time.sleep(10)
@@ -311,6 +323,12 @@ def test_fleet_apply_changes_the_phone_then_nothing(guest: Guest, built_profile:
     (inventory / "group_vars" / "testpoint.yml").write_text(yaml.safe_dump({
         "support_tools_point_name": "DEEL IT Testpunt", "support_tools_point_phone": phone}))
     assert phone not in guest.check("cat /etc/deelit/point.conf")
+    # the roles' apt tasks refresh the lists: the guest must reach the image's own mirror
+    code, out = guest.run("apt-get -q update 2>&1 | tail -n 20; cat /etc/resolv.conf; "
+                          "for h in $(sed -n 's|^URIs: *[a-z]*://\\([^/]*\\).*|\\1|p' "
+                          "/etc/apt/sources.list.d/*.sources | sort -u); do { getent ahosts $h || "
+                          "echo \"$h: not resolved\"; } | head -n 2; done")
+    assert not re.search(r"^(Err|W):", out, re.MULTILINE), f"apt in the guest cannot update:\n{out}"
 
     started = time.monotonic()
     code, out = fleet_apply(inventory, built_profile)
