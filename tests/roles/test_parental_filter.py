@@ -122,6 +122,9 @@ def test_resolver_configuration_is_valid_and_complete(host: Any, fvars: dict[str
     if fvars.get("parental_filter_resolver", "cleanbrowsing-family") == "cleanbrowsing-family":
         assert "forward-tls-upstream: yes" in conf  # the default: a family resolver over TLS
         assert "forward-addr: 185.228.168.168@853#family-filter-dns.cleanbrowsing.org" in conf
+    # DNSSEC is validated unless the profile turned it off (only behind a signature-stripping
+    # resolver); "iterator" alone is the module list without the validator
+    assert ('module-config: "iterator"' in conf) == (not fvars.get("parental_filter_dnssec", True))
     blocklist = host.file("/var/lib/deelit-filter/blocklist.conf").content_string
     for name in [*fvars.get("parental_filter_blocklist_extra", []), "dns.google"]:
         assert f'local-zone: "{name}." always_nxdomain' in blocklist
