@@ -283,7 +283,7 @@ class Laptop:
             "-m", str(self.memory_mib), "-display", "none", "-monitor", "none",
             "-serial", f"file:{self.console}",
             "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no",
-            "-device", f"virtio-net-pci,netdev=n0,mac={self.mac},bootindex=1",
+            "-device", f"virtio-net-pci,netdev=n0,mac={self.mac},bootindex=1{self._nic_rom()}",
             "-drive", f"file={self.disk},format=raw,if=none,id=d0,cache=unsafe",
             # NVMe, as in most laptops now; QEMU's implements Format NVM, so the wipe is a Purge
             # that takes seconds, not an overwrite of 64 GiB.
@@ -307,6 +307,14 @@ class Laptop:
                      "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_DIR / code}",
                      "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
         return argv
+
+    def _nic_rom(self) -> str:
+        # SeaBIOS has no PXE of its own: QEMU's iPXE option ROM plays the laptop's PXE ROM.
+        # Under UEFI that ROM would run instead of the firmware's own PXE (what a real laptop
+        # has), skip the station's snponly.efi/shim and lend shim its own PXE protocol, which
+        # reports a wrong file size for grubx64.efi; OVMF's built-in virtio driver and PXE
+        # stand for the real firmware instead.
+        return "" if self.firmware == "bios" else ",romfile="
 
     def power_on(self) -> None:
         self.started_at = time.monotonic()
