@@ -302,6 +302,9 @@ class Laptop:
             vars_copy = self.workdir / "OVMF_VARS.fd"
             shutil.copyfile(OVMF_DIR / template, vars_copy)
             secure = self.firmware == "uefi-secureboot"
+            # IPv6 PXE off, as on most laptops as they ship: otherwise OVMF tries it (and
+            # times out, minutes under TCG) before the disk on every boot after the install.
+            argv += ["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=no"]
             argv += ["-machine", "q35,smm=on" if secure else "q35",
                      *(["-global", "driver=cfi.pflash01,property=secure,value=on"] if secure else []),
                      "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_DIR / code}",
