@@ -80,6 +80,20 @@ class Guest:
             assert time.monotonic() < deadline, f"{name}: the screen stayed blank for {timeout:.0f} s"
             time.sleep(10)
 
+    def settled(self, name: str, timeout: float = 600) -> Image.Image:
+        """The screen once it stops changing. Shift first: X blanks an idle screen after
+        10 minutes, and a child at the laptop would have moved the mouse anyway."""
+        self.qmp.key("shift")
+        deadline = time.monotonic() + timeout
+        before = self.qmp.screenshot(self.artifacts / name)
+        while True:
+            time.sleep(10)
+            now = self.qmp.screenshot(self.artifacts / name)
+            if changed_share(before, now) < 0.005:
+                return now
+            assert time.monotonic() < deadline, f"{name}: the screen kept changing for {timeout:.0f} s"
+            before = now
+
     def dialog_shown(self, desktop: Image.Image, name: str, timeout: float) -> None:
         """Screenshots until a window is drawn over `desktop`: under TCG a GTK dialog maps
         many seconds after its process starts, and a key sent before then goes elsewhere."""
@@ -242,6 +256,9 @@ def test_child_session_starts(guest: Guest) -> None:
     # the welcome page opened by itself at this first login, and only once
     guest.wait_for(f"pgrep -u {CHILD_LOGIN} -af 'welkom.html' | grep -v pgrep", 600, "the welcome page")
     assert guest.check(f"cat /home/{CHILD_LOGIN}/.config/deelit/welkom-gezien").strip()
+    # the child closes it (under TCG its window may still be on its way)
+    guest.run(f"pkill -u {CHILD_LOGIN} -f firefox")
+    guest.wait_for(f"! pgrep -u {CHILD_LOGIN} -f firefox", 120, "the welcome page to close")
     # the school apps and help launchers reached the child's Dutch desktop folder
     desktop = guest.check(f"ls /home/{CHILD_LOGIN}/Bureaublad")
     assert {"deelit-web-scratch.desktop", "deelit-hulp-nodig.desktop"} <= set(desktop.split())
@@ -254,7 +271,7 @@ def listening_5900(guest: Guest) -> list[str]:
 def test_remote_help_shares_only_after_consent(guest: Guest) -> None:
     start = guest.as_child("setsid /usr/local/bin/deelit-hulp-op-afstand >/dev/null 2>&1 < /dev/null &")
     # asked, then refused: nothing ever listens
-    desktop = guest.qmp.screenshot(guest.artifacts / "remote-help-before.png")
+    desktop = guest.settled("remote-help-before.png")
     guest.check(start)
     guest.wait_for(f"pgrep -u {CHILD_LOGIN} -x zenity", 300, "the consent question")
     guest.dialog_shown(desktop, "remote-help-question.png", 300)
@@ -263,8 +280,7 @@ def test_remote_help_shares_only_after_consent(guest: Guest) -> None:
     guest.wait_for(f"! pgrep -u {CHILD_LOGIN} -f deelit-hulp-op-afstand", 120, "the refused helper to end")
     assert listening_5900(guest) == []
     # asked, then accepted (Enter on the default button): shared on loopback only
-    time.sleep(10)
-    desktop = guest.qmp.screenshot(guest.artifacts / "remote-help-before.png")
+    desktop = guest.settled("remote-help-before-2.png")
     guest.check(start)
     guest.wait_for(f"pgrep -u {CHILD_LOGIN} -x zenity", 300, "the consent question")
     guest.dialog_shown(desktop, "remote-help-question-2.png", 300)
