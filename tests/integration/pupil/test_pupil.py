@@ -16,6 +16,7 @@ import re
 import secrets
 import shlex
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ import yaml
 from PIL import Image
 
 from provisioner import verify as verifier
-from provisioner.profile import load_profile
+from provisioner.profile import PROJECT_ROOT, load_profile
 from provisioner.vm import VM, VMSpec, smbios_value
 
 from .helpers import deelit, record
@@ -323,12 +324,24 @@ def test_booted_role_suites(guest: Guest, built_profile: Path) -> None:
     assert code == 0
 
 
-def fleet_apply(inventory: Path, profile: Path) -> tuple[int, str]:
-    proc = deelit("fleet", "apply", "--inventory", str(inventory), "--profile", str(profile),
-                  "--no-host-key-check", "--verbose", check=False, timeout=3600)
-    return proc.returncode, proc.stdout + proc.stderr
+def fleet_apply(inventory: Path, profile: Path, log: Path) -> tuple[int, str]:
+    """One `deelit fleet apply`, its output streamed to `log` (kept when it runs too long)."""
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "provisioner.cli", "fleet", "apply",
+                                 "--inventory", str(inventory), "--profile", str(profile),
+                                 "--no-host-key-check", "--verbose"],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
+        try:
+            code = proc.wait(timeout=1500)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"fleet apply still running after 1500 s; its output: {log}\n"
+                        f"{log.read_text()[-3000:]}")
+    return code, log.read_text()
 
 
+@pytest.mark.timeout(3600)
 def test_fleet_apply_changes_the_phone_then_nothing(guest: Guest, built_profile: Path, tmp_path: Path) -> None:
     phone = f"09 {secrets.randbelow(900) + 100} 12 34"
     inventory = tmp_path / "inventory"
@@ -346,8 +359,12 @@ def test_fleet_apply_changes_the_phone_then_nothing(guest: Guest, built_profile:
                           "echo \"$h: not resolved\"; } | head -n 2; done")
     assert not re.search(r"^(Err|W):", out, re.MULTILINE), f"apt in the guest cannot update:\n{out}"
 
+    # what else holds apt in the guest now (apt-daily, unattended upgrades), for the log
+    (guest.artifacts / "fleet-0-apt-activity.txt").write_text(guest.run(
+        "systemctl list-units --no-legend --state=active 'apt-daily*' 'unattended*'; "
+        "pgrep -a 'apt|dpkg|unattended' || true")[1])
     started = time.monotonic()
-    code, out = fleet_apply(inventory, built_profile)
+    code, out = fleet_apply(inventory, built_profile, guest.artifacts / "fleet-1.log")
     record(guest.artifacts, fleet_first_seconds=round(time.monotonic() - started))
     assert code == 0, out[-6000:]
     changed = int(re.search(r"pupil-vm\s+ok\s+changed=(\d+)", out).group(1))  # type: ignore[union-attr]
@@ -359,7 +376,7 @@ def test_fleet_apply_changes_the_phone_then_nothing(guest: Guest, built_profile:
     assert phone in guest.check(dialog)
 
     started = time.monotonic()
-    code, out = fleet_apply(inventory, built_profile)
+    code, out = fleet_apply(inventory, built_profile, guest.artifacts / "fleet-2.log")
     record(guest.artifacts, fleet_second_seconds=round(time.monotonic() - started))
     assert code == 0, out[-3000:]
     assert re.search(r"pupil-vm\s+ok\s+changed=0\b", out), out
