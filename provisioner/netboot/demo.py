@@ -95,9 +95,12 @@ def random_serial(rng: random.Random | None = None) -> str:
 
 
 def random_mac(rng: random.Random | None = None) -> str:
-    """A MAC in QEMU's locally administered 52:54:00 range."""
+    """A MAC of the documentation range of RFC 7042 (00:00:5e:00:53:xx). Like a laptop's
+    burnt-in MAC it is universally administered, so `--serial` with a placeholder registers
+    under the MAC; QEMU's own 52:54:00 range is local, and the registry refuses it as an
+    identity."""
     rng = rng or random.SystemRandom()
-    return "52:54:00:" + ":".join(f"{rng.randrange(256):02x}" for _ in range(3))
+    return f"00:00:5e:00:53:{rng.randrange(256):02x}"
 
 
 def check_host(firmware: str, *, euid: int | None = None,

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from provisioner.errors import DeelitError
 from provisioner.netboot import demo
+from provisioner.registry import identity
 from provisioner.registry.identity import is_placeholder
 from provisioner.registry.lifecycle import EventType
 from provisioner.registry.schemas import DeviceIn, EventIn
@@ -86,7 +87,8 @@ def test_made_up_serials_and_macs() -> None:
         assert re.fullmatch(r"DEMO-[A-HJ-NP-Z2-9]{6}", s) and not is_placeholder(s)
         assert demo.check_serial(s) == s
     mac = demo.random_mac(rng)
-    assert re.fullmatch(r"52:54:00(:[0-9a-f]{2}){3}", mac)
+    assert re.fullmatch(r"00:00:5e:00:53:[0-9a-f]{2}", mac)
+    assert identity.normalise_mac(mac) == mac  # universally administered: an identity
 
 
 def _host(present: set[str]) -> dict[str, object]:
