@@ -49,6 +49,14 @@ def test_remote_help_asks_before_sharing(host: Any, st: dict[str, Any]) -> None:
     assert host.package("x11vnc").is_installed == st["support_tools_remote_help"]
 
 
+def test_dialogs_draw_without_a_gpu(host: Any) -> None:
+    """zenity 4 (GTK 4) crashed with its default GPU renderer in a VM without a GL driver;
+    the dialogs use the cairo renderer. Booted, the question is drawn and answered in
+    tests/integration/pupil (remote help)."""
+    for script in ("/usr/local/bin/deelit-hulp-op-afstand", "/usr/local/bin/deelit-hulp-nodig"):
+        assert "export GSK_RENDERER=cairo" in host.file(script).content_string, script
+
+
 def test_tunnel_only_when_configured(host: Any, st: dict[str, Any]) -> None:
     configured = bool(st["support_tools_tunnel_host"]) and bool(st["support_tools_tunnel_key"])
     assert host.file("/etc/systemd/system/deelit-support-tunnel.service").exists == configured
