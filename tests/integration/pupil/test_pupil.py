@@ -12,9 +12,11 @@ lists inside the guest). Screenshots and measured figures go to $DEELIT_TEST_ART
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -330,11 +332,12 @@ def fleet_apply(inventory: Path, profile: Path, log: Path) -> tuple[int, str]:
         proc = subprocess.Popen([sys.executable, "-m", "provisioner.cli", "fleet", "apply",
                                  "--inventory", str(inventory), "--profile", str(profile),
                                  "--no-host-key-check", "--verbose"],
-                                stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
+                                stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
+                                start_new_session=True)
         try:
             code = proc.wait(timeout=2700)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # ansible-playbook and its workers too
             proc.wait()
             pytest.fail(f"fleet apply still running after 2700 s; its output: {log}\n"
                         f"{log.read_text()[-3000:]}")
