@@ -58,16 +58,20 @@ class QMP:
         self.sock.close()
 
 
+def _pixels(image: Image.Image) -> list[tuple[int, int, int]]:
+    """(r, g, b) of a reduced copy: enough to judge a screen, quick to count."""
+    return list(image.convert("RGB").resize((160, 120)).getdata())
+
+
 def share(image: Image.Image, wanted: Any) -> float:
-    """The fraction of pixels (of a reduced copy) whose (r, g, b) `wanted` accepts."""
-    pixels = list(image.convert("RGB").resize((160, 120)).getdata())
+    """The fraction of pixels whose (r, g, b) `wanted` accepts."""
+    pixels = _pixels(image)
     return sum(1 for p in pixels if wanted(*p)) / len(pixels)
 
 
 def changed_share(before: Image.Image, after: Image.Image) -> float:
-    """The fraction of pixels (of reduced copies) that differ between two screens."""
-    a = list(before.convert("RGB").resize((160, 120)).getdata())
-    b = list(after.convert("RGB").resize((160, 120)).getdata())
+    """The fraction of pixels that differ between two screens."""
+    a, b = _pixels(before), _pixels(after)
     return sum(1 for p, q in zip(a, b, strict=True)
                if sum(abs(x - y) for x, y in zip(p, q, strict=True)) > 30) / len(a)
 

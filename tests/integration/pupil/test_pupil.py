@@ -12,15 +12,12 @@ lists inside the guest). Screenshots and measured figures go to $DEELIT_TEST_ART
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shlex
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,10 +28,10 @@ import yaml
 from PIL import Image
 
 from provisioner import verify as verifier
-from provisioner.profile import PROJECT_ROOT, load_profile
+from provisioner.profile import load_profile
 from provisioner.vm import VM, VMSpec, smbios_value
 
-from .helpers import deelit, record
+from .helpers import deelit, deelit_logged, record
 from .qmp import QMP, changed_share, distinct_colours, share
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
@@ -76,34 +73,39 @@ class Guest:
                 raise AssertionError(f"{what}: not after {timeout:.0f} s ({command!r}: {out.strip()[-300:]})")
             time.sleep(5)
 
-    def drawn(self, name: str, timeout: float) -> None:
-        """Screenshots until the screen shows more than a blank colour (TCG draws slowly)."""
+    def screen_until(self, name: str, done: Callable[[Image.Image], bool], timeout: float,
+                     failing: str, every: float = 5) -> Image.Image:
+        """Screenshots (kept as `name`) until `done` accepts one; TCG draws slowly."""
         deadline = time.monotonic() + timeout
-        while distinct_colours(self.qmp.screenshot(self.artifacts / name)) <= 20:
-            assert time.monotonic() < deadline, f"{name}: the screen stayed blank for {timeout:.0f} s"
-            time.sleep(10)
+        while not done(shot := self.qmp.screenshot(self.artifacts / name)):
+            assert time.monotonic() < deadline, f"{name}: {failing} for {timeout:.0f} s"
+            time.sleep(every)
+        return shot
+
+    def drawn(self, name: str, timeout: float) -> None:
+        """Until the screen shows more than a blank colour."""
+        self.screen_until(name, lambda s: distinct_colours(s) > 20, timeout,
+                          "the screen stayed blank", every=10)
 
     def settled(self, name: str, timeout: float = 600) -> Image.Image:
         """The screen once it stops changing. Shift first: X blanks an idle screen after
         10 minutes, and a child at the laptop would have moved the mouse anyway."""
         self.qmp.key("shift")
-        deadline = time.monotonic() + timeout
-        before = self.qmp.screenshot(self.artifacts / name)
-        while True:
-            time.sleep(10)
-            now = self.qmp.screenshot(self.artifacts / name)
-            if changed_share(before, now) < 0.005:
-                return now
-            assert time.monotonic() < deadline, f"{name}: the screen kept changing for {timeout:.0f} s"
-            before = now
+        previous = [self.qmp.screenshot(self.artifacts / name)]
+
+        def unchanged(shot: Image.Image) -> bool:
+            same = changed_share(previous[0], shot) < 0.005
+            previous[0] = shot
+            return same
+
+        time.sleep(10)
+        return self.screen_until(name, unchanged, timeout, "the screen kept changing", every=10)
 
     def dialog_shown(self, desktop: Image.Image, name: str, timeout: float) -> None:
-        """Screenshots until a window is drawn over `desktop`: under TCG a GTK dialog maps
-        many seconds after its process starts, and a key sent before then goes elsewhere."""
-        deadline = time.monotonic() + timeout
-        while changed_share(desktop, self.qmp.screenshot(self.artifacts / name)) < 0.02:
-            assert time.monotonic() < deadline, f"{name}: no dialog drawn after {timeout:.0f} s"
-            time.sleep(5)
+        """Until a window is drawn over `desktop`: under TCG a GTK dialog maps many seconds
+        after its process starts, and a key sent before then goes elsewhere."""
+        self.screen_until(name, lambda s: changed_share(desktop, s) >= 0.02, timeout,
+                          "no dialog drawn")
         time.sleep(5)  # drawn is not yet focused
 
     def as_child(self, command: str) -> str:
@@ -327,21 +329,8 @@ def test_booted_role_suites(guest: Guest, built_profile: Path) -> None:
 
 
 def fleet_apply(inventory: Path, profile: Path, log: Path) -> tuple[int, str]:
-    """One `deelit fleet apply`, its output streamed to `log` (kept when it runs too long)."""
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "provisioner.cli", "fleet", "apply",
-                                 "--inventory", str(inventory), "--profile", str(profile),
-                                 "--no-host-key-check", "--verbose"],
-                                stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
-                                start_new_session=True)
-        try:
-            code = proc.wait(timeout=2700)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # ansible-playbook and its workers too
-            proc.wait()
-            pytest.fail(f"fleet apply still running after 2700 s; its output: {log}\n"
-                        f"{log.read_text()[-3000:]}")
-    return code, log.read_text()
+    return deelit_logged("fleet", "apply", "--inventory", str(inventory), "--profile", str(profile),
+                         "--no-host-key-check", "--verbose", log=log, timeout=2700)
 
 
 @pytest.mark.timeout(6000)  # under TCG each task is a new paramiko handshake: ~25 min a run
@@ -362,10 +351,6 @@ def test_fleet_apply_changes_the_phone_then_nothing(guest: Guest, built_profile:
                           "echo \"$h: not resolved\"; } | head -n 2; done")
     assert not re.search(r"^(Err|W):", out, re.MULTILINE), f"apt in the guest cannot update:\n{out}"
 
-    # what else holds apt in the guest now (apt-daily, unattended upgrades), for the log
-    (guest.artifacts / "fleet-0-apt-activity.txt").write_text(guest.run(
-        "systemctl list-units --no-legend --state=active 'apt-daily*' 'unattended*'; "
-        "pgrep -a 'apt|dpkg|unattended' || true")[1])
     started = time.monotonic()
     code, out = fleet_apply(inventory, built_profile, guest.artifacts / "fleet-1.log")
     record(guest.artifacts, fleet_first_seconds=round(time.monotonic() - started))
