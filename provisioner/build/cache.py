@@ -102,6 +102,11 @@ class Cache:
         )
         return dest
 
+    def evict(self, kind: str, key: str) -> None:
+        """Forgets one entry (a file or folder, and its metadata); no error if there is none."""
+        for suffix in ("", ".tar", ".json"):
+            _remove(self._entry_path(kind, key, suffix))
+
     def staging(self, label: str) -> Path:
         """A fresh folder on the cache's filesystem for work that may end in the cache."""
         path = self.root / "work" / f"{label}-{uuid.uuid4().hex[:8]}"
@@ -124,8 +129,7 @@ class Cache:
         removed = []
         for entry in list(self.entries()):
             if cutoff is None or entry.last_used < cutoff:
-                _remove(entry.path)
-                _remove(self._entry_path(entry.kind, entry.key, ".json"))
+                self.evict(entry.kind, entry.key)
                 removed.append(entry)
         work = self.root / "work"
         if work.is_dir():

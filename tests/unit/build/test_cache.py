@@ -28,6 +28,19 @@ def test_store_lookup_and_prune(tmp_path: Path) -> None:
     assert not stored.exists() and cache.lookup("tree", "k1") is None
 
 
+def test_evict_forgets_one_entry_only(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    for key in ("a", "b"):
+        staged = cache.staging(key)
+        (staged / "file").write_text(key)
+        cache.store("artifacts", key, staged, {})
+    cache.evict("artifacts", "a")
+    cache.evict("artifacts", "never-stored")
+    assert cache.lookup("artifacts", "a") is None
+    assert not (tmp_path / "artifacts" / "a").exists() and not (tmp_path / "artifacts" / "a.json").exists()
+    assert [e.key for e in cache.entries()] == ["b"]
+
+
 def test_entry_without_metadata_is_not_trusted(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
     (tmp_path / "tree" / "half").mkdir(parents=True)  # e.g. a crash between rename and meta
