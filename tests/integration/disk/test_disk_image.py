@@ -1,5 +1,6 @@
 """The `ci` disk image end to end: layout and boot files, one boot per firmware, growth onto a
-20 GiB disk, a bmaptool copy that boots, reproducibility, and a failed build leaving nothing.
+20 GiB disk, a bmaptool copy that boots (and takes `deelit fleet apply`), reproducibility, and a
+failed build leaving nothing.
 
 Real mmdebstrap/Ansible (cached in ~/.cache/deelit), real GRUB, shim, OVMF, QEMU (TCG) and
 bmaptool. Three boots in all, each several minutes under TCG on a busy 2-core machine.
@@ -8,6 +9,7 @@ bmaptool. Three boots in all, each several minutes under TCG on a busy 2-core ma
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from typing import Any
 
 import pytest
 import testinfra
+import yaml
 
 from provisioner import verify
 from provisioner.build import pipeline
@@ -184,6 +187,34 @@ def check_common(vm: VM, host: Any, key: Path) -> None:
     assert code == 0, "the ci role suites failed on the booted disk image"
 
 
+def check_fleet_apply(vm: VM, host: Any, key: Path, tmp_path: Path) -> None:
+    """`deelit fleet apply --profile ci`: the point's technician key lands and opens the laptop;
+    a second run changes nothing; --limit leaves the other (unreachable) laptop alone."""
+    point_key = tmp_path / "point_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deelit-point-key",
+                    "-f", str(point_key)], check=True)
+    inventory = tmp_path / "inventory"
+    (inventory / "group_vars").mkdir(parents=True)
+    (inventory / "hosts.yml").write_text(yaml.safe_dump({"testpoint": {"hosts": {
+        "ci-vm": {"ansible_host": "127.0.0.1", "ansible_port": vm.ssh_port},
+        "switched-off": {"ansible_host": "127.0.0.1", "ansible_port": 9},  # nothing listens
+    }}}))
+    (inventory / "group_vars" / "testpoint.yml").write_text(yaml.safe_dump({
+        "ansible_user": "root", "ansible_ssh_private_key_file": str(key),
+        "technician_ssh_keys": [point_key.with_suffix(".pub").read_text().strip()]}))
+    argv = ("fleet", "apply", "--profile", "ci", "--inventory", str(inventory), "--limit", "ci-vm",
+            "--no-host-key-check")
+    first = deelit(*argv).stdout
+    assert re.search(r"ci-vm\s+ok\s+changed=[1-9]", first), first
+    assert "switched-off" not in first
+    assert "deelit-point-key" in host.file("/root/.ssh/authorized_keys").content_string
+    with_point_key = testinfra.get_host(f"paramiko://root@127.0.0.1:{vm.ssh_port}",
+                                        ssh_identity_file=str(point_key))
+    assert with_point_key.check_output("id -u") == "0"
+    second = deelit(*argv).stdout
+    assert re.search(r"ci-vm\s+ok\s+changed=0\b", second), second
+
+
 def test_bmaptool_copy_boots_under_seabios(ci_out: Path, raw_image: Path, ssh_key: Path,
                                            tmp_path: Path) -> None:
     target = tmp_path / "stick.raw"
@@ -193,6 +224,7 @@ def test_bmaptool_copy_boots_under_seabios(ci_out: Path, raw_image: Path, ssh_ke
     with booted(target, "bios", tmp_path / "console.log", ssh_key) as (vm, host):
         assert not host.file("/sys/firmware/efi").exists  # really the legacy BIOS path
         check_common(vm, host, ssh_key)
+        check_fleet_apply(vm, host, ssh_key, tmp_path)
 
 
 def test_uefi_boot_grows_the_root_over_a_20gib_disk(ci_out: Path, ssh_key: Path,
