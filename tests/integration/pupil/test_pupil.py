@@ -293,7 +293,7 @@ def test_remote_help_shares_only_after_consent(guest: Guest) -> None:
     guest.wait_for("ss -Hltn | grep -q ':5900 '", 180, "the shared screen after consent")
     time.sleep(10)
     guest.qmp.screenshot(guest.artifacts / "remote-help-sharing.png")
-    local = [ln.split()[2] for ln in listening_5900(guest)]
+    local = [ln.split()[3] for ln in listening_5900(guest)]  # State Recv-Q Send-Q Local Peer
     assert local and all(a.startswith(("127.0.0.1:", "[::1]:")) for a in local), local
     guest.run(f"pkill -u {CHILD_LOGIN} -f deelit-hulp-op-afstand; pkill -u {CHILD_LOGIN} -x x11vnc; "
               f"pkill -u {CHILD_LOGIN} -x zenity")
