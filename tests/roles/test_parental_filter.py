@@ -95,6 +95,14 @@ def test_packages(host: Any, fvars: dict[str, Any]) -> None:
         assert host.package(name).is_installed, name
 
 
+def test_polkit_rules_folder_as_polkits_tmpfiles_has_it(host: Any, fvars: dict[str, Any]) -> None:
+    """What systemd-tmpfiles sets at every boot; otherwise each fleet run after a boot changes it."""
+    wanted = host.file("/usr/lib/tmpfiles.d/polkit-tmpfiles.conf").content_string.split()
+    assert wanted[:5] == ["d", "/etc/polkit-1/rules.d", "0750", "root", "polkitd"], wanted
+    folder = host.file("/etc/polkit-1/rules.d")
+    assert (folder.user, folder.group, folder.mode) == ("root", "polkitd", 0o750)
+
+
 @pytest.mark.parametrize("path", ROOT_FILES)
 def test_files_root_owned_and_not_writable_by_others(host: Any, fvars: dict[str, Any], path: str) -> None:
     f = host.file(path)
