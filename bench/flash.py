@@ -129,7 +129,7 @@ def timed() -> Iterator[list[float]]:
 
 
 def deelit(image: Path, devs: list[str], verify: bool) -> Run:
-    cmd = [sys.executable, "-m", "provisioner.flash", "flash", str(image), *devs, "--yes",
+    cmd = [sys.executable, "-m", "provisioner.cli", "flash", str(image), *devs, "--yes",
            "--allow-fixed", "--json"] + ([] if verify else ["--no-verify"])
     with timed() as t:
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)

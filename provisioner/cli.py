@@ -1,205 +1,59 @@
-"""The `deelit` command line: arguments, progress and errors; the work is in the modules below."""
+"""The `deelit` command line: each area registers its own commands; this puts them together.
+
+`main` imports only the area that the command line names. Imports are most of a short run's
+time (the build area alone pulls in pydantic models, Jinja and the pipeline), and `deelit
+flash`, `deelit agent …` and scripts calling `deelit registry` should not wait for them.
+`deelit --help` and anything unknown load every area, so help and errors list all commands.
+"""
 
 from __future__ import annotations
 
-import json
+import importlib
 import sys
-from pathlib import Path
-from typing import Annotated
 
 import typer
-import yaml
-from rich.console import Console
-from rich.table import Table
 
-from provisioner import fleet
-from provisioner import profile as profiles
-from provisioner import verify as verifier
-from provisioner.agent import commands as agent_commands
-from provisioner.build import pipeline
-from provisioner.build.artifacts.disk import parse_size
-from provisioner.build.cache import Cache
 from provisioner.errors import DeelitError
-from provisioner.flash import commands as flash_commands
-from provisioner.netboot import commands as netboot_commands
-from provisioner.registry import commands as registry_commands
-from provisioner.vm import VM, VMSpec
 
-app = typer.Typer(
-    help="deelit: build, deploy and register DEEL IT loan laptops.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-err = Console(stderr=True)
-out = Console(soft_wrap=True)
-cache_app = typer.Typer(help="Inspect and prune the build cache.", no_args_is_help=True)
-app.add_typer(cache_app, name="cache")
-
-CacheOpt = Annotated[
-    Path | None, typer.Option("--cache", help="cache folder (default $DEELIT_CACHE or ~/.cache/deelit)")
-]
+# Module -> the top-level commands and groups its `register(app)` adds, in help order.
+# tests/unit/test_cli.py checks this table against what each module registers.
+AREAS: dict[str, tuple[str, ...]] = {
+    "provisioner.build.commands": ("profiles", "show", "build", "boot", "verify", "cache"),
+    "provisioner.flash.commands": ("flash", "bmap"),
+    "provisioner.agent.commands": ("agent",),
+    "provisioner.registry.commands": ("registry",),
+    "provisioner.netboot.commands": ("serve", "demo", "stick"),
+    "provisioner.fleet": ("fleet",),
+}
 
 
-@app.command("profiles")
-def list_profiles() -> None:
-    """List the profiles in images/."""
-    for name in profiles.list_profiles():
-        prof = profiles.load_profile(name)
-        out.print(f"[bold]{name:<12}[/] {prof.description}", highlight=False)
+def _root() -> None:
+    """deelit: build, deploy and register DEEL IT loan laptops."""
 
 
-@app.command("show")
-def show(profile: Annotated[str, typer.Argument(help="profile name or YAML path")]) -> None:
-    """Print the resolved profile (after `extends`), as YAML."""
-    prof = profiles.load_profile(profile)
-    out.print(yaml.safe_dump(prof.model_dump(mode="json"), sort_keys=False), highlight=False)
-
-
-@app.command("build")
-def build(
-    profile: Annotated[str, typer.Argument(help="profile name in images/ or a YAML path")],
-    out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (default out/PROFILE)")] = None,
-    cache: CacheOpt = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="stream mmdebstrap and Ansible")] = False,
-) -> None:
-    """Build an image: bootstrap, configure, finalize, artifacts, manifest."""
-    prof = profiles.load_profile(profile)
-    target = out_dir or Path("out") / prof.name
-    ctx = pipeline.prepare(prof, target.absolute(), Cache(cache), verbose=verbose)
-    out.print(f"building [bold]{prof.name}[/] -> {target}  (log: {ctx.log})", highlight=False)
-
-    def step_done(name: str, seconds: float, cached: bool) -> None:
-        note = " [dim](cached)[/]" if cached else ""
-        out.print(f"  [green]✓[/] {name:<10} {seconds:7.1f} s{note}", highlight=False)
-
-    with err.status("building…") as status:
-        def on_step(name: str, seconds: float, cached: bool) -> None:
-            step_done(name, seconds, cached)
-            status.update(f"after {name}…")
-        pipeline.run(ctx, on_step)
-    manifest = json.loads((target / "manifest.json").read_text())
-    out.print(f"[bold]{manifest['build_id']}[/]: {len(manifest['packages'])} packages", highlight=False)
-    for art in manifest["artifacts"]:
-        out.print(f"  {art['name']:<24} {art['size'] / 1e6:9.1f} MB  {art['sha256'][:16]}", highlight=False)
-
-
-FirmwareOpt = Annotated[
-    str, typer.Option("--firmware", help="bios (SeaBIOS), uefi (OVMF), uefi-secureboot")
-]
-
-
-def _firmware(value: str) -> verifier.Firmware:
-    if value not in ("bios", "uefi", "uefi-secureboot"):
-        raise DeelitError(f"--firmware: '{value}' is not one of bios, uefi, uefi-secureboot")
-    return value  # type: ignore[return-value]
-
-
-@app.command("boot")
-def boot(
-    artifact_dir: Annotated[Path, typer.Argument(
-        help="a build's output folder (e.g. out/ci) or a disk image (NAME.img.zst or raw)")],
-    firmware: FirmwareOpt = "bios",
-    media: Annotated[str, typer.Option(help="http (live-boot fetch=) or local (a disk)")] = "http",
-    memory: Annotated[int, typer.Option(help="MiB of RAM")] = 2048,
-    ssh_port: Annotated[int | None, typer.Option(help="host port forwarded to the guest's 22")] = None,
-    ssh_key: Annotated[Path | None, typer.Option(help="public key handed over as boot credential")] = None,
-    serial: Annotated[str | None, typer.Option(help="SMBIOS system serial of the virtual laptop")] = None,
-    accel: Annotated[str, typer.Option(help="tcg (works everywhere) or kvm")] = "tcg",
-    disk: Annotated[bool, typer.Option(
-        "--disk", help="boot the folder's disk image (NAME.img.zst) instead of netboot")] = False,
-    disk_size: Annotated[str | None, typer.Option(
-        help="virtual disk size for a disk image, e.g. 20GiB (default: the image's)")] = None,
-) -> None:
-    """Boot an artifact in QEMU with the serial console on this terminal (Ctrl-a x quits).
-
-    A disk image boots as a fresh virtual laptop (a qcow2 overlay): the artifact never changes.
-    """
-    if media not in ("http", "local"):
-        raise DeelitError(f"--media: '{media}' is not one of http, local")
-    artifact = _disk_image(artifact_dir) if disk else artifact_dir
-    size = None
-    if disk_size is not None:
-        try:
-            size = parse_size(disk_size)
-        except ValueError as exc:
-            raise DeelitError(f"--disk-size: {exc}") from None
-    spec = VMSpec(
-        artifact=artifact, firmware=_firmware(firmware), media=media,  # type: ignore[arg-type]
-        disk_size=size,
-        memory_mib=memory, ssh_port=ssh_port, accel=accel, smbios_serial=serial,
-        ssh_pubkey=ssh_key.read_text() if ssh_key else None,
-    )
-    with VM(spec) as vm:
-        err.print(f"SSH: ssh -p {vm.ssh_port} root@127.0.0.1  (quit QEMU: Ctrl-a x)")
-        raise typer.Exit(vm.wait())
-
-
-def _disk_image(folder: Path) -> Path:
-    if folder.is_file():
-        return folder
-    found = sorted(folder.glob("*.img.zst"))
-    if len(found) != 1:
-        raise DeelitError(f"{folder}: --disk needs exactly one NAME.img.zst there (found "
-                          f"{len(found)}); build a profile with outputs.disk, or name the image")
-    return found[0]
-
-
-@app.command("verify")
-def verify(
-    profile: Annotated[str, typer.Argument(help="profile name in images/ or a YAML path")],
-    out_dir: Annotated[
-        Path | None, typer.Option("--out", help="the build's folder (default out/PROFILE)")
-    ] = None,
-    cache: CacheOpt = None,
-    firmware: FirmwareOpt = "bios",
-    boot_it: Annotated[bool, typer.Option("--boot/--no-boot", help="also check the booted image")] = True,
-) -> None:
-    """Run the profile's testinfra suites on the built tree, then on the booted image."""
-    prof = profiles.load_profile(profile)
-    folder = (out_dir or Path("out") / prof.name).absolute()
-    out.print(f"[bold]verify {prof.name}[/]: built tree (chroot)", highlight=False)
-    code = verifier.verify_tree(prof, folder, Cache(cache))
-    if boot_it:
-        console_log = folder.parent / f"{folder.name}-console.log"
-        out.print(f"[bold]verify {prof.name}[/]: booted ({firmware}; console: {console_log})",
-                  highlight=False)
-        code = verifier.verify_booted(prof, folder, _firmware(firmware), console_log) or code
-    raise typer.Exit(code)
-
-
-@cache_app.command("list")
-def cache_list(cache: CacheOpt = None) -> None:
-    """List cache entries: kind, key, profile, size, last use."""
-    import datetime as dt
-
-    table = Table("kind", "key", "profile", "size", "last used")
-    for entry in Cache(cache).entries():
-        used = dt.datetime.fromtimestamp(entry.last_used).strftime("%Y-%m-%d %H:%M")
-        table.add_row(entry.kind, entry.key[:16], str(entry.meta.get("profile", "")),
-                      f"{entry.size / 1e6:.0f} MB", used)
-    out.print(table)
-
-
-@cache_app.command("prune")
-def cache_prune(
-    cache: CacheOpt = None,
-    older_than: Annotated[float | None, typer.Option(help="only entries unused this many days")] = None,
-) -> None:
-    """Remove cache entries (all, or those unused for --older-than days)."""
-    removed = Cache(cache).prune(older_than)
-    out.print(f"removed {len(removed)} entries")
-
-for area in (flash_commands, agent_commands, registry_commands, netboot_commands, fleet):
-    area.register(app)
+def make_app(command: str | None = None) -> typer.Typer:
+    """The CLI with every area, or with only the area that registers `command`."""
+    app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
+                      add_completion=False)
+    # A callback keeps `deelit` a group even when one area brings a single command.
+    app.callback()(_root)
+    for module, names in AREAS.items():
+        if command is None or command in names:
+            importlib.import_module(module).register(app)
+    return app
 
 
 def main() -> None:
     """Console-script entry point: DeelitError becomes one red line and its exit code."""
+    first = sys.argv[1] if len(sys.argv) > 1 else None
+    known = any(first in names for names in AREAS.values())
     try:
-        app()
+        make_app(first if known else None)()
     except DeelitError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.console import Console  # only now: a --json run never draws anything
+
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False,
+                                   soft_wrap=True)
         sys.exit(exc.exit_code)
 
 

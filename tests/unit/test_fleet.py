@@ -9,9 +9,11 @@ import yaml
 from typer.testing import CliRunner
 
 from provisioner import fleet
-from provisioner.cli import app
+from provisioner.cli import make_app
 from provisioner.errors import DeelitError
 from provisioner.profile import PROJECT_ROOT, load_profile
+
+app = make_app()
 
 RECAP = """
 PLAY RECAP *********************************************************************

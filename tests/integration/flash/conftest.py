@@ -124,8 +124,8 @@ def mapped_equal(img: Image, dev: Path) -> list[tuple[int, int]]:
 
 
 def deelit_process(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-    """The real command in a child process (python -m provisioner.flash)."""
-    res = subprocess.run([sys.executable, "-m", "provisioner.flash", *args],
+    """The real command in a child process (python -m provisioner.cli, as `deelit` runs)."""
+    res = subprocess.run([sys.executable, "-m", "provisioner.cli", *args],
                          capture_output=True, text=True, cwd=REPO,
                          env={**os.environ, "COLUMNS": "200"}, timeout=300)
     if check and res.returncode != 0:

@@ -107,7 +107,7 @@ def test_sigkill_midway_leaves_a_failing_target_and_rerun_fixes_it(h, loop, tmp_
     with backing.open("wb") as f:
         f.truncate(size)
     dev = loop(backing)
-    proc = subprocess.Popen([sys.executable, "-m", "provisioner.flash", "flash", str(img),
+    proc = subprocess.Popen([sys.executable, "-m", "provisioner.cli", "flash", str(img),
                              str(dev), "--yes", "--allow-fixed", "--json"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # wait until the write has visibly started (a span past the head holds image data), kill

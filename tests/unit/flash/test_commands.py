@@ -105,7 +105,7 @@ def test_json_run_starts_without_loading_rich(image: Path, tmp_path: Path) -> No
             "sys.argv = ['deelit', 'flash', sys.argv[1], sys.argv[2], '--to-file', '--yes',"
             " '--json']\n"
             "try:\n"
-            "    runpy.run_module('provisioner.flash', run_name='__main__')\n"
+            "    runpy.run_module('provisioner.cli', run_name='__main__')\n"
             "finally:\n"
             "    loaded = sorted(m for m in sys.modules if m == 'rich' or m.startswith('rich.'))\n"
             "    print('RICH', loaded, file=sys.stderr)\n")

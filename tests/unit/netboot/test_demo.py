@@ -150,13 +150,13 @@ def test_cli_checks_arguments_before_anything_else(args: list[str], needle: str,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from provisioner.cli import app
+    from provisioner.cli import make_app
 
     def must_not_run(*a: object, **k: object) -> None:
         raise AssertionError("host checks or builds ran before the arguments were checked")
 
     monkeypatch.setattr(demo, "check_host", must_not_run)
-    result = CliRunner().invoke(app, ["demo", *args])
+    result = CliRunner().invoke(make_app("demo"), ["demo", *args])
     assert isinstance(result.exception, DeelitError) and needle in str(result.exception)
 
 

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from provisioner.cli import app
+from provisioner.cli import make_app
 from provisioner.errors import DeelitError
+
+app = make_app()
 
 runner = CliRunner()
 

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text, update
 from typer.testing import CliRunner
 
-from provisioner.cli import app as cli_app
+from provisioner.cli import make_app
 from provisioner.errors import DeelitError
 from provisioner.registry.access import AGENT_EVENTS, TokenScope, parse_duration
 from provisioner.registry.api import create_app
@@ -29,6 +29,8 @@ from provisioner.registry.schemas import DeviceIn, EventIn
 from provisioner.registry.settings import Settings
 from provisioner.registry.store import Caller, Store
 from provisioner.registry.testing import PgCluster
+
+cli_app = make_app()
 
 BODY = {"serial": "PF0ABCDE", "baseboard_serial": "L1HF00000XX",
         "uuid": "4c4c4544-0030-4a10-8048-c4c04f503732", "macs": ["54:ee:75:00:00:01"],
