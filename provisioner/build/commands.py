@@ -21,7 +21,6 @@ from provisioner.vm import VM, VMSpec
 
 err = Console(stderr=True)
 out = Console(soft_wrap=True)
-cache_app = typer.Typer(help="Inspect and prune the build cache.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -31,6 +30,7 @@ def register(app: typer.Typer) -> None:
     app.command("build")(build)
     app.command("boot")(boot)
     app.command("verify")(verify)
+    cache_app = typer.Typer(help="Inspect and prune the build cache.", no_args_is_help=True)
     cache_app.command("list")(cache_list)
     cache_app.command("prune")(cache_prune)
     app.add_typer(cache_app, name="cache")
