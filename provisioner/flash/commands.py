@@ -95,12 +95,7 @@ def flash_command(
     if not yes:
         _confirm(source, accepted)
     result = _run(source, accepted, verify=not no_verify, show_progress=not as_json)
-    if as_json:
-        print(json.dumps(_result_json(source, result), indent=2))
-    else:
-        _summary(source, result)
-    if not result.ok:
-        raise typer.Exit(1)
+    _report(source, result, as_json)
 
 
 def _list(as_json: bool) -> None:
@@ -221,6 +216,16 @@ def _state_json(s: writer.TargetState) -> dict[str, Any]:
             "mismatched_ranges": [f"{a}-{b}" for a, b in s.mismatches]}
 
 
+def _report(source: Source, result: writer.FlashResult, as_json: bool) -> None:
+    """The summary table or the JSON result; exit 1 when any target failed."""
+    if as_json:
+        print(json.dumps(_result_json(source, result), indent=2))
+    else:
+        _summary(source, result)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 def _result_json(source: Source, result: writer.FlashResult) -> dict[str, Any]:
     return {"ok": result.ok, "image": str(source.path),
             "bmap": str(source.bmap_path) if source.bmap_path else None,
@@ -267,12 +272,7 @@ def _verify_only(source: Source, paths: list[str], as_json: bool) -> None:
                                   size=st.st_size))
     states = writer.verify(source, accepted)
     result = writer.FlashResult(states, verify=True)
-    if as_json:
-        print(json.dumps(_result_json(source, result), indent=2))
-    else:
-        _summary(source, result)
-    if not result.ok:
-        raise typer.Exit(1)
+    _report(source, result, as_json)
 
 
 def bmap_create(
