@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from provisioner import procs
 from provisioner.errors import DeelitError
 
 Firmware = Literal["bios", "uefi", "uefi-secureboot"]
@@ -275,13 +276,7 @@ class VM:
             raise DeelitError(f"QEMU exited with {self.proc.returncode}: {stderr.strip()[-500:]}")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        procs.stop(self.proc)
         if self.server:
             self.server.__exit__()
         shutil.rmtree(self.tmp, ignore_errors=True)

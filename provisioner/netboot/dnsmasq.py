@@ -7,6 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from provisioner import procs
 from provisioner.errors import DeelitError
 from provisioner.netboot.config import StationConfig
 from provisioner.netboot.scripts import templates
@@ -107,10 +108,4 @@ class Dnsmasq:
                               + " / ".join(tail) + f"; config: {self.conf}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        procs.stop(self.proc)

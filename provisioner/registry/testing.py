@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from provisioner import procs
 from provisioner.errors import DeelitError
 
 
@@ -146,11 +147,6 @@ class RegistryServer:
             self.proc.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        procs.stop(self.proc, timeout=15)
         if getattr(self, "log", None):
             self.log.close()
