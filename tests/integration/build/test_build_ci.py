@@ -83,7 +83,7 @@ def test_role_change_reruns_from_configure(ci_build: Path, tmp_path: Path) -> No
     ctx = pipeline.prepare(load_profile("ci"), tmp_path / "out", cache, project=project)
     for kind, key in (("tree", ctx.keys.tree), ("artifacts", ctx.keys.artifacts)):
         cache.evict(kind, key)  # an earlier run of this test on this machine may have left them
-    ctx.tree = None
+    ctx.tree = None  # prepare() looked the tree up before it was evicted
     pipeline.run(ctx, lambda name, _s, cached: ran.__setitem__(name, cached))
     assert ran == {"bootstrap": True, "configure": False, "finalize": False, "artifacts": False,
                    "manifest": False}
