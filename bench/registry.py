@@ -16,9 +16,9 @@ from pathlib import Path
 
 import httpx
 
+from provisioner.lab.postgres import PgCluster, RegistryServer
 from provisioner.registry.settings import Settings
 from provisioner.registry.store import Store
-from provisioner.registry.testing import PgCluster, RegistryServer
 
 GOAL_S = 10.0
 N = 1000

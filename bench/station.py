@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from provisioner.registry.testing import free_port  # noqa: E402
+from provisioner.lab.postgres import free_port  # noqa: E402
 
 CLIENTS = 8
 NGINX_CONF = """
@@ -106,12 +106,12 @@ def throughput(installer: Path, rounds: int) -> None:
 
 def laptops(count: int) -> None:
     """`deelit demo`'s path with `count` laptops at once: the times it measures per laptop."""
-    from provisioner.netboot import demo
+    from provisioner.lab import session, watch
 
     ci, installer = REPO / "out" / "ci", REPO / "out" / "installer"
-    specs = [demo.LaptopSpec(f"DL-BENCH-{count}-{i:03d}", f"52:54:00:be:0{count}:{i:02x}")
+    specs = [watch.LaptopSpec(f"DL-BENCH-{count}-{i:03d}", f"52:54:00:be:0{count}:{i:02x}")
              for i in range(count)]
-    results = demo.run(specs, ci, installer, view=demo.PrintView(), timeout=3600)
+    results = session.run(specs, ci, installer, view=session.PrintView(), timeout=3600)
     for r in results:
         print(f"  {count} laptop(s) {r.spec.serial}: power-on -> registered {r.registered_s:6.0f} s, "
               f"-> ready {r.ready_s:6.0f} s, -> disk boot {r.disk_boot_s:6.0f} s")

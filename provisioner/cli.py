@@ -22,8 +22,9 @@ AREAS: dict[str, tuple[str, ...]] = {
     "provisioner.flash.commands": ("flash", "bmap"),
     "provisioner.agent.commands": ("agent",),
     "provisioner.registry.commands": ("registry",),
-    "provisioner.netboot.commands": ("serve", "demo", "stick"),
+    "provisioner.netboot.commands": ("serve", "stick"),
     "provisioner.fleet": ("fleet",),
+    "provisioner.lab.commands": ("demo",),
 }
 
 

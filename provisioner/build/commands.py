@@ -12,10 +12,11 @@ from rich.console import Console
 from rich.table import Table
 
 from provisioner import profile as profiles
-from provisioner import verify as verifier
 from provisioner.build import pipeline
+from provisioner.build import verify as verifier
 from provisioner.build.artifacts.disk import parse_size
 from provisioner.build.cache import Cache
+from provisioner.build.context import BuildContext
 from provisioner.errors import DeelitError
 from provisioner.vm import VM, VMSpec
 
@@ -63,18 +64,17 @@ def build(
     """Build an image: bootstrap, configure, finalize, artifacts, manifest."""
     prof = profiles.load_profile(profile)
     target = out_dir or Path("out") / prof.name
-    ctx = pipeline.prepare(prof, target.absolute(), Cache(cache), verbose=verbose)
-    out.print(f"building [bold]{prof.name}[/] -> {target}  (log: {ctx.log})", highlight=False)
 
-    def step_done(name: str, seconds: float, cached: bool) -> None:
-        note = " [dim](cached)[/]" if cached else ""
-        out.print(f"  [green]✓[/] {name:<10} {seconds:7.1f} s{note}", highlight=False)
+    def prepared(ctx: BuildContext) -> None:
+        out.print(f"building [bold]{prof.name}[/] -> {target}  (log: {ctx.log})", highlight=False)
 
     with err.status("building…") as status:
         def on_step(name: str, seconds: float, cached: bool) -> None:
-            step_done(name, seconds, cached)
+            note = " [dim](cached)[/]" if cached else ""
+            out.print(f"  [green]✓[/] {name:<10} {seconds:7.1f} s{note}", highlight=False)
             status.update(f"after {name}…")
-        pipeline.run(ctx, on_step)
+        pipeline.build(prof, target, Cache(cache), verbose=verbose, on_prepared=prepared,
+                       on_step=on_step)
     manifest = json.loads((target / "manifest.json").read_text())
     out.print(f"[bold]{manifest['build_id']}[/]: {len(manifest['packages'])} packages", highlight=False)
     for art in manifest["artifacts"]:

@@ -214,6 +214,19 @@ def run(ctx: BuildContext, on_step: Callable[[str, float, bool], None] | None = 
         _remove_work(ctx.work)
 
 
+def build(profile: Profile, out_dir: Path, cache: Cache, *, verbose: bool = False,
+          on_prepared: Callable[[BuildContext], None] | None = None,
+          on_step: Callable[[str, float, bool], None] | None = None) -> BuildContext:
+    """The build area's one entry point (`deelit build`, the demo): prepare, then every step.
+
+    `on_prepared` sees the context before the first step (its log path, what is cached)."""
+    ctx = prepare(profile, out_dir.absolute(), cache, verbose=verbose)
+    if on_prepared:
+        on_prepared(ctx)
+    run(ctx, on_step)
+    return ctx
+
+
 def _remove_work(work: Path) -> None:
     # A mount below the staging folder would make rmtree reach into it: refuse loudly.
     mounts = Path("/proc/self/mountinfo").read_text().splitlines()

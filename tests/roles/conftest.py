@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+
+ROLES = Path(__file__).resolve().parents[2] / "roles"
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +27,22 @@ def profile() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def role_vars(profile: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {r["name"]: r.get("vars", {}) for r in profile["roles"]}
+
+
+@pytest.fixture(scope="session")
+def role_settings(role_vars: dict[str, dict[str, Any]]) -> Callable[[str], dict[str, Any]]:
+    """What a role ran with: its defaults, its vars/main.yml, then the profile's vars for it,
+    as Ansible merges them. Skips the calling test when the profile does not have the role."""
+    def settings(role: str) -> dict[str, Any]:
+        if role not in role_vars:
+            pytest.skip(f"profile has no {role} role")
+        merged: dict[str, Any] = {}
+        for layer in ("defaults", "vars"):
+            path = ROLES / role / layer / "main.yml"
+            if path.exists():
+                merged |= yaml.safe_load(path.read_text()) or {}
+        return merged | role_vars[role]
+    return settings
 
 
 @pytest.fixture(scope="module")

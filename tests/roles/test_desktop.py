@@ -3,22 +3,15 @@ spelling, printing and scanning; boots to the graphical target."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import yaml
-
-ROLE = Path(__file__).resolve().parents[2] / "roles" / "desktop"
 
 
 @pytest.fixture(scope="module")
-def desktop(role_vars: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    if "desktop" not in role_vars:
-        pytest.skip("profile has no desktop role")
-    merged = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    merged |= yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
-    return merged | role_vars["desktop"]
+def desktop(role_settings: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    return role_settings("desktop")
 
 
 def test_desktop_packages(host: Any, desktop: dict[str, Any]) -> None:

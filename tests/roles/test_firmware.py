@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import yaml
-
-ROLE = Path(__file__).resolve().parents[2] / "roles" / "firmware"
 
 
 @pytest.fixture(scope="module")
-def firmware(role_vars: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    if "firmware" not in role_vars:
-        pytest.skip("profile has no firmware role")
-    return yaml.safe_load((ROLE / "defaults" / "main.yml").read_text()) | role_vars["firmware"]
+def firmware(role_settings: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    return role_settings("firmware")
 
 
 def test_component_enabled(host: Any, firmware: dict[str, Any]) -> None:

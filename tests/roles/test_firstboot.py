@@ -4,20 +4,15 @@ tests/integration/pupil."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import yaml
-
-ROLE = Path(__file__).resolve().parents[2] / "roles" / "firstboot"
 
 
 @pytest.fixture(scope="module")
-def fb(role_vars: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    if "firstboot" not in role_vars:
-        pytest.skip("profile has no firstboot role")
-    return yaml.safe_load((ROLE / "defaults" / "main.yml").read_text()) | role_vars["firstboot"]
+def fb(role_settings: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    return role_settings("firstboot")
 
 
 def shadow(host: Any) -> dict[str, str]:

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import configparser
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-
-ROLE = Path(__file__).resolve().parents[2] / "roles" / "school_apps"
 
 
 @pytest.fixture(scope="module")
-def apps(role_vars: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    if "school_apps" not in role_vars:
-        pytest.skip("profile has no school_apps role")
-    return yaml.safe_load((ROLE / "defaults" / "main.yml").read_text()) | role_vars["school_apps"]
+def apps(role_settings: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    return role_settings("school_apps")
 
 
 def test_packages_follow_the_point(host: Any, apps: dict[str, Any]) -> None:

@@ -3,20 +3,15 @@ tunnel only when configured, deelit-diag, and the "Hulp nodig?" launcher."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import yaml
-
-ROLE = Path(__file__).resolve().parents[2] / "roles" / "support_tools"
 
 
 @pytest.fixture(scope="module")
-def st(role_vars: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    if "support_tools" not in role_vars:
-        pytest.skip("profile has no support_tools role")
-    return yaml.safe_load((ROLE / "defaults" / "main.yml").read_text()) | role_vars["support_tools"]
+def st(role_settings: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    return role_settings("support_tools")
 
 
 def test_unattended_security_upgrades(host: Any, st: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from provisioner import procs
 
@@ -35,3 +36,15 @@ def test_finished_or_missing_child_is_left_alone() -> None:
     procs.stop(proc)
     procs.stop(None)
     assert proc.returncode == 0
+
+
+def test_group_stop_ends_the_grandchildren_too() -> None:
+    """`ip netns exec … qemu` style: the child's own child must not outlive it."""
+    proc = subprocess.Popen(["sh", "-c", "sleep 30 & echo $!; wait"], stdout=subprocess.PIPE,
+                            start_new_session=True, text=True)
+    assert proc.stdout is not None
+    grandchild = int(proc.stdout.readline())
+    procs.stop(proc, timeout=2, group=True)
+    time.sleep(0.2)
+    stat = Path(f"/proc/{grandchild}/stat")
+    assert not stat.exists() or stat.read_text().split()[2] == "Z"  # gone, or dead and unreaped

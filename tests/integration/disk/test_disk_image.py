@@ -21,8 +21,7 @@ import pytest
 import testinfra
 import yaml
 
-from provisioner import verify
-from provisioner.build import pipeline
+from provisioner.build import pipeline, verify
 from provisioner.build.artifacts import disk
 from provisioner.build.cache import Cache
 from provisioner.build.runner import StepFailed

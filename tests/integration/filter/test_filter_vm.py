@@ -19,8 +19,8 @@ import paramiko
 import pytest
 
 from provisioner.build.cache import Cache
+from provisioner.build.verify import BOOT_TIMEOUT, built_tree, run_suites
 from provisioner.profile import PROJECT_ROOT, load_profile
-from provisioner.verify import BOOT_TIMEOUT, built_tree, run_suites
 from provisioner.vm import VM, VMSpec
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]

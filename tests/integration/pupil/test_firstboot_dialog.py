@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import verify as verifier
+from provisioner.build import verify as verifier
 from provisioner.build.cache import Cache
 
-pytestmark = [pytest.mark.slow, pytest.mark.root]
+pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.heavy_vm]
 
 # Mounts stay inside a private mount namespace: they vanish with the process.
 SCRIPT = r"""

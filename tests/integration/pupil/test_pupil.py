@@ -27,14 +27,14 @@ import pytest
 import yaml
 from PIL import Image
 
-from provisioner import verify as verifier
+from provisioner.build import verify as verifier
 from provisioner.profile import load_profile
 from provisioner.vm import VM, VMSpec, smbios_value
 
 from .helpers import deelit, deelit_logged, record
 from .qmp import QMP, changed_share, distinct_colours, share
 
-pytestmark = [pytest.mark.slow, pytest.mark.root]
+pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.heavy_vm]
 
 BOOT_TIMEOUT = 2400  # a desktop under TCG on a busy 2-core machine
 CHILD = "Emma"  # a test name; the login becomes "emma"

@@ -8,9 +8,9 @@ import time
 import httpx
 import pytest
 
+from provisioner.lab.postgres import RegistryServer
 from provisioner.registry.settings import Settings
 from provisioner.registry.store import Store
-from provisioner.registry.testing import RegistryServer
 
 
 @pytest.mark.slow

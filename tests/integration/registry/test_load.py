@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from provisioner.lab.postgres import RegistryServer
 from provisioner.registry.settings import Settings
 from provisioner.registry.store import Store
-from provisioner.registry.testing import RegistryServer
 
 
 def bodies() -> tuple[list[dict[str, Any]], int]:

@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
+from provisioner.lab.postgres import RegistryServer
 from provisioner.registry.schemas import DeviceIn
 from provisioner.registry.settings import Settings
 from provisioner.registry.store import Caller, Store
-from provisioner.registry.testing import RegistryServer
 
 
 class DevTools:

@@ -1,6 +1,6 @@
-"""Builds the end-to-end tests need, through the same code as `deelit demo` (the normal
-pipeline, from the build cache when nothing changed: about a second each), into temporary
-folders: no dependency on out/."""
+"""Builds the end-to-end tests need, through the build area's own entry point (as `deelit
+build` and `deelit demo`: from the build cache when nothing changed, about a second each),
+into temporary folders: no dependency on out/."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.netboot.commands import build_profiles
+from provisioner.build import pipeline
+from provisioner.build.cache import Cache
+from provisioner.profile import load_profile
 
 
 def build(profile: str, out: Path) -> Path:
-    build_profiles([(profile, out)])
+    pipeline.build(load_profile(profile), out, Cache())
     return out
 
 

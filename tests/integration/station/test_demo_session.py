@@ -1,4 +1,4 @@
-"""`deelit demo`'s session without a laptop: the café comes up in namespaces, the station page
+"""`deelit demo`'s sess without a laptop: the café comes up in namespaces, the station page
 answers on loopback with its token, and everything is gone afterwards, also after an error."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from provisioner.netboot import demo
+from provisioner.lab import session
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -25,22 +25,22 @@ def test_session_serves_the_page_on_loopback_and_cleans_up(tmp_path: Path, ci_ou
     before = namespaces()
     lines: list[str] = []
 
-    class Collect(demo.PrintView):
+    class Collect(session.PrintView):
         def line(self, text: str) -> None:
             lines.append(text)
 
-    with demo.Session(ci_out, installer_out, view=Collect(), logs=tmp_path / "logs") as session:
-        assert session.lan is not None and session.station is not None
-        made = {session.lan.router_ns, session.lan.station_ns, session.lan.lan_ns}
+    with session.Session(ci_out, installer_out, view=Collect(), logs=tmp_path / "logs") as sess:
+        assert sess.lan is not None and sess.station is not None
+        made = {sess.lan.router_ns, sess.lan.station_ns, sess.lan.lan_ns}
         assert made <= namespaces() - before
-        base = f"http://127.0.0.1:{session.page_port}"
-        assert session.page_url == f"{base}/station#token={session.token}"
+        base = f"http://127.0.0.1:{sess.page_port}"
+        assert sess.page_url == f"{base}/station#token={sess.token}"
         assert "deelit station" in httpx.get(f"{base}/station", timeout=10).text
         assert httpx.get(f"{base}/station/machines", timeout=10).status_code == 401
-        assert session.board() == []  # no laptop yet, but the token is accepted
+        assert sess.board() == []  # no laptop yet, but the token is accepted
         assert httpx.get(f"{base}/station/image", timeout=10).json()["build_id"] in (
             (ci_out / "manifest.json").read_text())
-        lan_dir, station = session.lan.dir, session.station
+        lan_dir, station = sess.lan.dir, sess.station
     assert not (made & namespaces()) and not lan_dir.exists() and not station.alive()
     assert (tmp_path / "logs" / "station.log").is_file() and (tmp_path / "logs" / "router.log").is_file()
     assert lines and "starting the café" in lines[0]
@@ -53,10 +53,10 @@ def test_session_cleans_up_after_an_error_and_a_taken_page_port(tmp_path: Path, 
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         busy = taken.getsockname()[1]
-        with pytest.raises(RuntimeError, match="boom"), demo.Session(
-                ci_out, installer_out, view=demo.PrintView(), page_port=busy) as session:
-            assert session.lan is not None
-            made = {session.lan.router_ns, session.lan.station_ns, session.lan.lan_ns}
-            assert session.page_port not in (0, busy)  # another port, said in a line
+        with pytest.raises(RuntimeError, match="boom"), session.Session(
+                ci_out, installer_out, view=session.PrintView(), page_port=busy) as sess:
+            assert sess.lan is not None
+            made = {sess.lan.router_ns, sess.lan.station_ns, sess.lan.lan_ns}
+            assert sess.page_port not in (0, busy)  # another port, said in a line
             raise RuntimeError("boom")
     assert made and not (made & namespaces())

@@ -18,7 +18,7 @@ from provisioner.agent.blockdev import Safety
 from provisioner.agent.install import HEAD, FileSource, HttpSource, choose_target, install
 from provisioner.errors import DeelitError
 from provisioner.flash import bmap as bm
-from provisioner.registry.testing import free_port
+from provisioner.lab.postgres import free_port
 
 pytestmark = [pytest.mark.root]
 MiB = 1 << 20

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.lab.cafe import LAN_IP, ROUTER_IP, STATION_IP, Lan
 from provisioner.netboot import dnsmasq
 from provisioner.netboot.config import StationConfig
-from provisioner.netboot.lab import LAN_IP, ROUTER_IP, STATION_IP, Lan
 from provisioner.netboot.server import run_dir
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]

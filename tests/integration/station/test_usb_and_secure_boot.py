@@ -1,13 +1,12 @@
 """The offline stick and the Secure Boot netboot chain, each in QEMU (TCG).
 
-Both take many minutes: they run with DEELIT_E2E_ALL=1 (the BIOS PXE test is the default one).
+Both take many minutes: they are `heavy_vm` (selected with `-m heavy_vm`, see the README).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -16,14 +15,13 @@ import paramiko
 import pytest
 
 from provisioner.flash import bmap as bm
-from provisioner.netboot.lab import DEELIT, STATION_IP, Lan, Laptop, StationProcess, qemu_thresholds, wait_for
+from provisioner.lab.cafe import STATION_IP, Lan
+from provisioner.lab.laptop import DEELIT, Laptop, StationProcess, qemu_thresholds, wait_for
 from provisioner.registry.settings import Settings
 from provisioner.registry.store import Store
 from provisioner.vm import smbios_value
 
-pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(7200),
-              pytest.mark.skipif(os.environ.get("DEELIT_E2E_ALL") != "1",
-                                 reason="set DEELIT_E2E_ALL=1 (TCG boot minutes)")]
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.heavy_vm, pytest.mark.timeout(7200)]
 
 
 def deelit(*args: str) -> subprocess.CompletedProcess[str]:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from provisioner.lab.postgres import free_port
 from provisioner.registry.api import create_app
 from provisioner.registry.settings import Settings
 from provisioner.registry.store import Store
-from provisioner.registry.testing import free_port
 
 
 @dataclass

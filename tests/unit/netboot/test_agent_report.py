@@ -11,11 +11,11 @@ from provisioner.agent.health import DeviceGrade
 from provisioner.agent.inventory import from_dmidecode_file
 from provisioner.agent.report import Record, Reporter, device_body
 from provisioner.errors import DeelitError
+from provisioner.lab.postgres import free_port
 from provisioner.registry.queue import import_queue
 from provisioner.registry.schemas import DeviceIn, QueuedRecord
 from provisioner.registry.settings import Settings
 from provisioner.registry.store import Store
-from provisioner.registry.testing import free_port
 
 from .conftest import LiveRegistry, make_registry
 

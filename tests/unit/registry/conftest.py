@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.lab.postgres import PgCluster
 from provisioner.registry.settings import Settings
 from provisioner.registry.store import Caller, Store
-from provisioner.registry.testing import PgCluster
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from provisioner.cli import make_app
 from provisioner.errors import DeelitError
+from provisioner.lab.postgres import PgCluster
 from provisioner.registry.access import AGENT_EVENTS, TokenScope, parse_duration
 from provisioner.registry.api import create_app
 from provisioner.registry.db import Database
@@ -28,7 +29,6 @@ from provisioner.registry.models import Token, UTCDateTime
 from provisioner.registry.schemas import DeviceIn, EventIn
 from provisioner.registry.settings import Settings
 from provisioner.registry.store import Caller, Store
-from provisioner.registry.testing import PgCluster
 
 cli_app = make_app()
 

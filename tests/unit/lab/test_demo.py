@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from provisioner.errors import DeelitError
-from provisioner.netboot import demo
+from provisioner.lab import session, watch
 from provisioner.registry import identity
 from provisioner.registry.identity import is_placeholder
 from provisioner.registry.lifecycle import EventType
@@ -52,41 +52,41 @@ def add(store: Store, tag: str, kind: EventType, **kw: object) -> None:
 
 
 def test_firmware_choices() -> None:
-    assert demo.check_firmware("bios") == "bios" and demo.check_firmware("uefi") == "uefi"
+    assert session.check_firmware("bios") == "bios" and session.check_firmware("uefi") == "uefi"
     for bad in ("uefi-secureboot", "BIOS", ""):
         with pytest.raises(DeelitError, match=r"--firmware: .* not one of bios, uefi"):
-            demo.check_firmware(bad)
+            session.check_firmware(bad)
 
 
 @pytest.mark.parametrize("ok", ["DEMO-ABC123", "PF2XK9Q1", "To Be Filled By O.E.M.", "SN:12/34+5"])
 def test_serials_accepted(ok: str) -> None:
-    assert demo.check_serial(ok) == ok
+    assert session.check_serial(ok) == ok
 
 
 @pytest.mark.parametrize("bad", ["", "A", "x,y", "-abc", "abc ", "a\nb", "é-1234", "A" * 65])
 def test_serials_refused(bad: str) -> None:
     with pytest.raises(DeelitError, match=r"--serial: .* not a usable serial"):
-        demo.check_serial(bad)
+        session.check_serial(bad)
 
 
 def test_timeout_and_page_port_checks() -> None:
-    assert demo.check_timeout(1.5) == 90
+    assert session.check_timeout(1.5) == 90
     for bad in (0, -3, float("nan")):
         with pytest.raises(DeelitError, match="--timeout"):
-            demo.check_timeout(bad)
-    assert demo.check_page_port(0) == 0 and demo.check_page_port(8080) == 8080
+            session.check_timeout(bad)
+    assert session.check_page_port(0) == 0 and session.check_page_port(8080) == 8080
     with pytest.raises(DeelitError, match="--page-port"):
-        demo.check_page_port(70000)
+        session.check_page_port(70000)
 
 
 def test_made_up_serials_and_macs() -> None:
     rng = random.Random(7)
-    serials = {demo.random_serial(rng) for _ in range(50)}
+    serials = {session.random_serial(rng) for _ in range(50)}
     assert len(serials) == 50
     for s in serials:
         assert re.fullmatch(r"DEMO-[A-HJ-NP-Z2-9]{6}", s) and not is_placeholder(s)
-        assert demo.check_serial(s) == s
-    mac = demo.random_mac(rng)
+        assert session.check_serial(s) == s
+    mac = session.random_mac(rng)
     assert re.fullmatch(r"00:00:5e:00:53:[0-9a-f]{2}", mac)
     assert identity.normalise_mac(mac) == mac  # universally administered: an identity
 
@@ -101,38 +101,38 @@ ALL_TOOLS = {"qemu-system-x86_64", "dnsmasq", "ip", "/dev/net/tun"}
 
 def test_refuses_without_root() -> None:
     with pytest.raises(DeelitError, match="needs root"):
-        demo.check_host("bios", euid=1000, **_host(ALL_TOOLS))  # type: ignore[arg-type]
+        session.check_host("bios", euid=1000, **_host(ALL_TOOLS))  # type: ignore[arg-type]
 
 
 def test_refuses_missing_tools_naming_their_packages() -> None:
     with pytest.raises(DeelitError) as exc:
-        demo.check_host("bios", euid=0, **_host({"ip", "/dev/net/tun"}))  # type: ignore[arg-type]
+        session.check_host("bios", euid=0, **_host({"ip", "/dev/net/tun"}))  # type: ignore[arg-type]
     text = str(exc.value)
     assert "qemu-system-x86_64 (Debian package qemu-system-x86)" in text
     assert "dnsmasq (Debian package dnsmasq-base)" in text and "make setup" in text
     assert "iproute2" not in text
     with pytest.raises(DeelitError, match="/dev/net/tun"):
-        demo.check_host("bios", euid=0, **_host(ALL_TOOLS - {"/dev/net/tun"}))  # type: ignore[arg-type]
+        session.check_host("bios", euid=0, **_host(ALL_TOOLS - {"/dev/net/tun"}))  # type: ignore[arg-type]
 
 
 def test_uefi_needs_ovmf() -> None:
     with pytest.raises(DeelitError, match=r"OVMF_CODE_4M\.fd.*ovmf"):
-        demo.check_host("uefi", euid=0, **_host(ALL_TOOLS))  # type: ignore[arg-type]
-    ovmf = {str(demo.OVMF_DIR / n) for n in demo.OVMF["uefi"]}
-    demo.check_host("uefi", euid=0, **_host(ALL_TOOLS | ovmf))  # type: ignore[arg-type]
-    demo.check_host("bios", euid=0, **_host(ALL_TOOLS))  # type: ignore[arg-type]
+        session.check_host("uefi", euid=0, **_host(ALL_TOOLS))  # type: ignore[arg-type]
+    ovmf = {str(session.OVMF_DIR / n) for n in session.OVMF["uefi"]}
+    session.check_host("uefi", euid=0, **_host(ALL_TOOLS | ovmf))  # type: ignore[arg-type]
+    session.check_host("bios", euid=0, **_host(ALL_TOOLS))  # type: ignore[arg-type]
 
 
 def test_session_refuses_missing_builds_before_touching_the_network(tmp_path: Path) -> None:
     (tmp_path / "installer").mkdir()
-    session = demo.Session(tmp_path / "ci", tmp_path / "installer")
-    with pytest.raises(DeelitError, match="vmlinuz: missing; build the installer"), session:
+    sess = session.Session(tmp_path / "ci", tmp_path / "installer")
+    with pytest.raises(DeelitError, match="vmlinuz: missing; build the installer"), sess:
         pass
     for name in ("vmlinuz", "initrd.img", "filesystem.squashfs"):
         (tmp_path / "installer" / name).write_bytes(b"x")
-    with pytest.raises(DeelitError, match="no disk image"), demo.Session(tmp_path / "ci", tmp_path / "installer"):
+    with pytest.raises(DeelitError, match="no disk image"), session.Session(tmp_path / "ci", tmp_path / "installer"):
         pass
-    assert session.lan is None
+    assert sess.lan is None
 
 
 def test_cli_error_is_one_line_and_non_zero() -> None:
@@ -155,7 +155,7 @@ def test_cli_checks_arguments_before_anything_else(args: list[str], needle: str,
     def must_not_run(*a: object, **k: object) -> None:
         raise AssertionError("host checks or builds ran before the arguments were checked")
 
-    monkeypatch.setattr(demo, "check_host", must_not_run)
+    monkeypatch.setattr(session, "check_host", must_not_run)
     result = CliRunner().invoke(make_app("demo"), ["demo", *args])
     assert isinstance(result.exception, DeelitError) and needle in str(result.exception)
 
@@ -164,11 +164,11 @@ def test_cli_checks_arguments_before_anything_else(args: list[str], needle: str,
 
 
 def test_clock() -> None:
-    assert [demo.clock(s) for s in (0, 59.6, 185, 3723)] == ["0:00", "1:00", "3:05", "1:02:03"]
+    assert [watch.clock(s) for s in (0, 59.6, 185, 3723)] == ["0:00", "1:00", "3:05", "1:02:03"]
 
 
 def test_tracker_follows_board_and_registry_to_the_disk_boot(store: Store) -> None:
-    t = demo.Tracker("laptop1", demo.LaptopSpec(SERIAL, MAC))
+    t = watch.Tracker("laptop1", watch.LaptopSpec(SERIAL, MAC))
     assert t.observe(5, [], None, False) == [] and t.stage == "power-on"
     lines = t.observe(40, [row("pxe", "no record: default action")], None, False)
     assert len(lines) == 1 and "pxe" in lines[0] and "action wipe-install" in lines[0]
@@ -215,42 +215,42 @@ def test_tracker_follows_board_and_registry_to_the_disk_boot(store: Store) -> No
 
 
 def test_tracker_notes_a_failure() -> None:
-    t = demo.Tracker("laptop1", demo.LaptopSpec(SERIAL, MAC))
+    t = watch.Tracker("laptop1", watch.LaptopSpec(SERIAL, MAC))
     t.observe(300, [row("failed", "graded reject: not imaged (disk smaller than 60 GB)")], None, False)
     assert t.failed == "graded reject: not imaged (disk smaller than 60 GB)" and not t.done
 
 
 def test_placeholder_serial_is_followed_by_mac_only() -> None:
-    placeholder = demo.Tracker("laptop2", demo.LaptopSpec("To Be Filled By O.E.M.", MAC))
+    placeholder = watch.Tracker("laptop2", watch.LaptopSpec("To Be Filled By O.E.M.", MAC))
     other = row("install", "someone else's", 50.0, key="52:54:00:00:00:99")
     other["mac"] = "52:54:00:00:00:99"
     other["serial"] = "To Be Filled By O.E.M."
     assert placeholder.observe(10, [other], None, False) == [] and placeholder.stage == "power-on"
     mine = row("grade", "checking disk health", key=MAC)
     assert placeholder.observe(20, [other, mine], None, False) and placeholder.stage == "grade"
-    real = demo.Tracker("laptop1", demo.LaptopSpec(SERIAL, "52:54:00:00:00:01"))
+    real = watch.Tracker("laptop1", watch.LaptopSpec(SERIAL, "52:54:00:00:00:01"))
     assert real.matches(row("inventory")) and not real.matches(other)
 
 
 def test_newest_row_wins_when_two_match() -> None:
-    t = demo.Tracker("laptop1", demo.LaptopSpec(SERIAL, MAC))
+    t = watch.Tracker("laptop1", watch.LaptopSpec(SERIAL, MAC))
     old = row("pxe", "first boot", updated="2026-01-01T10:00:00")
     new = row("install", "writing", 40.0, key=MAC, updated="2026-01-01T10:05:00")
     t.observe(300, [new, old], None, False)
     assert t.stage == "install" and t.percent == 40.0
 
 
-def _text(trackers: list[demo.Tracker]) -> str:
+def _text(trackers: list[watch.Tracker]) -> str:
     console = Console(record=True, width=200, color_system=None)
-    console.print(demo.render(trackers))
+    console.print(watch.render(trackers))
     return console.export_text()
 
 
 def test_render_shows_stage_percent_and_milestones() -> None:
-    a = demo.Tracker("laptop1", demo.LaptopSpec(SERIAL, MAC))
+    a = watch.Tracker("laptop1", watch.LaptopSpec(SERIAL, MAC))
     a.observe(372, [row("install", f"{BUILD} -> /dev/nvme0n1", 45.0)], None, False)
     a.registered_s = 230
-    b = demo.Tracker("laptop2", demo.LaptopSpec("DEMO-UEFI22", "52:54:00:00:00:02", "uefi"))
+    b = watch.Tracker("laptop2", watch.LaptopSpec("DEMO-UEFI22", "52:54:00:00:00:02", "uefi"))
     text = _text([a, b])
     first = next(ln for ln in text.splitlines() if SERIAL in ln)
     assert "bios" in first and "6:12" in first and "install" in first and " 45%" in first
@@ -268,9 +268,9 @@ def test_summary_from_the_registry_record(store: Store) -> None:
         nist_category="Purge")
     for kind in (EventType.imaged, EventType.verified, EventType.ready):
         add(store, dev.asset_tag, kind, build_id=BUILD)
-    result = demo.Result("laptop1", demo.LaptopSpec(SERIAL, MAC), 185, 467, 530,
+    result = watch.Result("laptop1", watch.LaptopSpec(SERIAL, MAC), 185, 467, 530,
                          store.get_device(dev.asset_tag))
-    rows = dict(demo.summary(result))
+    rows = dict(watch.summary(result))
     assert rows["power-on → registered"] == "3:05" and rows["power-on → ready"] == "7:47"
     assert rows["power-on → disk boot"] == "8:50"
     assert rows["serial"] == SERIAL and rows["asset tag"] == dev.asset_tag
@@ -280,13 +280,13 @@ def test_summary_from_the_registry_record(store: Store) -> None:
 
 def test_console_watch_finds_a_mark_split_across_reads(tmp_path: Path) -> None:
     log = tmp_path / "console.log"
-    watch = demo.ConsoleWatch(log, demo.DISK_BOOT_MARK)
-    assert not watch.check()  # no file yet
+    cw = watch.ConsoleWatch(log, watch.DISK_BOOT_MARK)
+    assert not cw.check()  # no file yet
     log.write_bytes(b"iPXE 1.21\r\n" * 1000 + b"Booting from Hard Disk...\r\ndeelit: loading Li")
-    assert not watch.check()
+    assert not cw.check()
     with log.open("ab") as f:
         f.write(b"nux from UUID 1234\r\n")
-    assert watch.check() and watch.check()
+    assert cw.check() and cw.check()
 
 
 CONSOLE = (b"iPXE initialising devices...ok\r\n"
@@ -299,38 +299,38 @@ WGET = (b"Begin: Trying wget http://192.168.77.2:8080/installer/filesystem.squas
 
 
 def test_boot_phase_from_the_console() -> None:
-    assert demo.boot_phase(b"iPXE initialising devices...ok\r\n") is None
-    assert demo.boot_phase(CONSOLE) == ("boot", "the installer's kernel is starting", None)
-    assert demo.boot_phase(CONSOLE + WGET) == ("download", "fetching the installer's filesystem.squashfs", 25.0)
+    assert watch.boot_phase(b"iPXE initialising devices...ok\r\n") is None
+    assert watch.boot_phase(CONSOLE) == ("boot", "the installer's kernel is starting", None)
+    assert watch.boot_phase(CONSOLE + WGET) == ("download", "fetching the installer's filesystem.squashfs", 25.0)
     started = CONSOLE + WGET + b"\r\nWelcome to Debian GNU/Linux 13 (trixie)!\r\n"
-    assert demo.boot_phase(started) == ("start", "the installer's system is starting", None)
+    assert watch.boot_phase(started) == ("start", "the installer's system is starting", None)
 
 
 def test_console_watch_keeps_the_last_boot_phase(tmp_path: Path) -> None:
     log = tmp_path / "console.log"
     log.write_bytes(CONSOLE + WGET)
-    watch = demo.ConsoleWatch(log, demo.DISK_BOOT_MARK)
-    assert not watch.check() and watch.phase is not None and watch.phase[2] == 25.0
+    cw = watch.ConsoleWatch(log, watch.DISK_BOOT_MARK)
+    assert not cw.check() and cw.phase is not None and cw.phase[2] == 25.0
     with log.open("ab") as f:  # the marks scroll out of the recent window: the phase stays
         f.write(b"[  123.4] some driver says something\r\n" * 3000)
-    assert not watch.check() and watch.phase is not None and watch.phase[0] == "download"
+    assert not cw.check() and cw.phase is not None and cw.phase[0] == "download"
 
 
 def test_the_installer_boot_shows_while_the_board_says_pxe() -> None:
-    t = demo.Tracker("laptop1", demo.LaptopSpec(SERIAL, MAC))
+    t = watch.Tracker("laptop1", watch.LaptopSpec(SERIAL, MAC))
     t.observe(20, [row("pxe", "new to the registry")], None, False)
-    lines = t.observe(80, [row("pxe", "new to the registry")], None, False, demo.boot_phase(CONSOLE + WGET))
+    lines = t.observe(80, [row("pxe", "new to the registry")], None, False, watch.boot_phase(CONSOLE + WGET))
     assert t.stage == "download" and t.percent == 25.0 and "filesystem.squashfs" in lines[0]
     # the agent reports: the board wins again
-    t.observe(300, [row("inventory", "DEELIT-TEST VirtualLaptop")], None, False, demo.boot_phase(CONSOLE))
+    t.observe(300, [row("inventory", "DEELIT-TEST VirtualLaptop")], None, False, watch.boot_phase(CONSOLE))
     assert t.stage == "inventory" and t.percent is None
     # the second PXE boot is sent to the local disk: the console's old phase does not count
-    t.observe(500, [row("pxe", "registry: ready", action="local")], None, False, demo.boot_phase(CONSOLE))
+    t.observe(500, [row("pxe", "registry: ready", action="local")], None, False, watch.boot_phase(CONSOLE))
     assert t.stage == "pxe" and t.message == "registry: ready"
 
 
 def test_registry_lines_name_each_kind_of_event_once(store: Store) -> None:
-    t = demo.Tracker("laptop1", demo.LaptopSpec(SERIAL, MAC))
+    t = watch.Tracker("laptop1", watch.LaptopSpec(SERIAL, MAC))
     dev = store.register(DeviceIn(serial=SERIAL, macs=[MAC], grade="C"), CALLER)  # records "graded"
     first = t.observe(363, [], store.get_device(dev.asset_tag), False)
     assert len(first) == 1 and first[0].endswith("(grade C, by serial): graded")
