@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from provisioner.errors import DeelitError
-from provisioner.flash import bmap as bm
 from provisioner.flash import targets as tg
 from provisioner.flash import writer
 from provisioner.flash.source import Source, open_source
+from provisioner.formats import bmap as bm
 
 if TYPE_CHECKING:
     from rich.console import Console

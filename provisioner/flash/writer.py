@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provisioner.errors import DeelitError
-from provisioner.flash import bmap as bm
 from provisioner.flash.source import Source, spans
 from provisioner.flash.targets import Target
+from provisioner.formats import bmap as bm
 
 CHUNK = 8 << 20  # large aligned writes: fewer syscalls, whole erase blocks on sticks
 QUEUE_DEPTH = 4  # at least this many chunks in flight between the reader and the writers

@@ -13,10 +13,10 @@ import time
 import pytest
 import zstandard
 
-from provisioner.flash import bmap as bm
 from provisioner.flash import source as src
 from provisioner.flash import writer
 from provisioner.flash.targets import Target
+from provisioner.formats import bmap as bm
 
 pytestmark = pytest.mark.root
 

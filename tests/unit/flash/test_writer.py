@@ -11,10 +11,10 @@ import pytest
 import zstandard
 
 from provisioner.errors import DeelitError
-from provisioner.flash import bmap as bm
 from provisioner.flash import source as src
 from provisioner.flash import targets as tg
 from provisioner.flash import writer
+from provisioner.formats import bmap as bm
 
 B = bm.BLOCK_SIZE
 
