@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from provisioner.errors import DeelitError
-from provisioner.flash import targets as tg
+from provisioner.flash import policy as tg
 from provisioner.flash import writer
 from provisioner.flash.source import Source, open_source
 from provisioner.formats import bmap as bm

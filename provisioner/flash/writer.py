@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provisioner.errors import DeelitError
+from provisioner.flash.policy import Target
 from provisioner.flash.source import Source, spans
-from provisioner.flash.targets import Target
 from provisioner.formats import bmap as bm
 
 CHUNK = 8 << 20  # large aligned writes: fewer syscalls, whole erase blocks on sticks

@@ -15,7 +15,7 @@ import zstandard
 
 from provisioner.flash import source as src
 from provisioner.flash import writer
-from provisioner.flash.targets import Target
+from provisioner.flash.policy import Target
 from provisioner.formats import bmap as bm
 
 pytestmark = pytest.mark.root

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.flash import targets as tg
+from provisioner.flash import policy as tg
 
 pytestmark = pytest.mark.root
 

@@ -11,8 +11,8 @@ import pytest
 import zstandard
 
 from provisioner.errors import DeelitError
+from provisioner.flash import policy as tg
 from provisioner.flash import source as src
-from provisioner.flash import targets as tg
 from provisioner.flash import writer
 from provisioner.formats import bmap as bm
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.flash import targets as tg
+from provisioner.flash import policy as tg
 
 
 def digest(p: Path) -> str:
