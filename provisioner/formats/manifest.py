@@ -100,9 +100,6 @@ class Manifest(_Record):
     packages: list[Package]
     artifacts: list[Artifact]
 
-    def artifact(self, name: str) -> Artifact | None:
-        return next((a for a in self.artifacts if a.name == name), None)
-
 
 def dumps(manifest: Manifest) -> str:
     return json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n"
