@@ -13,7 +13,6 @@ Uses a fresh cache in a temporary folder, so the cold build is really cold.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ from pathlib import Path
 from provisioner.build import pipeline
 from provisioner.build.cache import Cache
 from provisioner.build.mirrors import resolve_mirrors
+from provisioner.formats import manifest as fm
 from provisioner.profile import PROJECT_ROOT, load_profile
 
 
@@ -39,10 +39,10 @@ def timed_build(profile_name: str, out: Path, cache: Cache, project: Path = PROJ
     return time.monotonic() - started
 
 
-def floor(profile_name: str, manifest: dict, tmp: Path) -> tuple[float, float]:
+def floor(profile_name: str, manifest: fm.Manifest, tmp: Path) -> tuple[float, float]:
     prof = load_profile(profile_name)
     mirrors = resolve_mirrors(prof.mirror, prof.security_mirror)
-    names = sorted({p["name"] for p in manifest["packages"]})
+    names = sorted({p.name for p in manifest.packages})
     tree = tmp / "floor-tree"
     started = time.monotonic()
     subprocess.run(
@@ -79,11 +79,11 @@ def main() -> None:
             f.write("# bench: one role changed\n")
         role_change = timed_build(profile_name, tmp / "out-role", cache, project=project)
 
-        manifest = json.loads((out / "manifest.json").read_text())
+        manifest = fm.read(out / fm.FILENAME)
         floor_bootstrap, floor_squash = floor(profile_name, manifest, tmp)
         floor_total = floor_bootstrap + floor_squash
 
-    print(f"profile {profile_name}: {len(manifest['packages'])} packages")
+    print(f"profile {profile_name}: {len(manifest.packages)} packages")
     print(f"{'run':<34}{'seconds':>9}{'x floor':>9}")
     rows = [
         ("cold build (empty cache)", cold),

@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from provisioner.flash import bmap as bm  # noqa: E402
+from provisioner.formats import bmap as bm  # noqa: E402
 
 BLKIO = Path("/sys/fs/cgroup/blkio")
 MiB = 1 << 20

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from provisioner.agent.blockdev import DiskIdentity, Safety, identify, refuse_if_in_use
 from provisioner.errors import DeelitError
-from provisioner.flash import bmap as bm
+from provisioner.formats import bmap as bm
 
 PIECE = 4 << 20  # bytes per HTTP request / write
 HEAD = 1 << 20  # partition tables and boot code live here: zeroed first, written last

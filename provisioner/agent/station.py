@@ -34,6 +34,7 @@ from provisioner.agent.report import Outcome, Record, Reporter, device_body
 from provisioner.agent.smart import DiskHealth
 from provisioner.agent.sysrun import run
 from provisioner.errors import DeelitError
+from provisioner.formats import manifest as fm
 
 ACTIONS = ("inventory", "wipe-install", "install", "local", "auto")
 # A live stick (live-boot medium), a mounted one, or the installer stick booted as a disk.
@@ -133,8 +134,8 @@ def _stick_image(stick: Path) -> FileSource:
 
 def _build_id(cfg: AgentConfig) -> str | None:
     if cfg.stick is not None and not cfg.server:
-        manifest = cfg.stick / "deelit" / "image" / "manifest.json"
-        return str(json.loads(manifest.read_text())["build_id"]) if manifest.exists() else None
+        manifest = cfg.stick / "deelit" / "image" / fm.FILENAME
+        return fm.read(manifest).build_id if manifest.exists() else None
     with urllib.request.urlopen(f"{cfg.server}/station/image", timeout=30) as resp:
         return str(json.loads(resp.read())["build_id"])
 

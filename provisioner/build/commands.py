@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +17,7 @@ from provisioner.build.artifacts.disk import parse_size
 from provisioner.build.cache import Cache
 from provisioner.build.context import BuildContext
 from provisioner.errors import DeelitError
+from provisioner.formats import manifest as fm
 from provisioner.vm import VM, VMSpec
 
 err = Console(stderr=True)
@@ -75,10 +75,10 @@ def build(
             status.update(f"after {name}…")
         pipeline.build(prof, target, Cache(cache), verbose=verbose, on_prepared=prepared,
                        on_step=on_step)
-    manifest = json.loads((target / "manifest.json").read_text())
-    out.print(f"[bold]{manifest['build_id']}[/]: {len(manifest['packages'])} packages", highlight=False)
-    for art in manifest["artifacts"]:
-        out.print(f"  {art['name']:<24} {art['size'] / 1e6:9.1f} MB  {art['sha256'][:16]}", highlight=False)
+    manifest = fm.read(target / fm.FILENAME)
+    out.print(f"[bold]{manifest.build_id}[/]: {len(manifest.packages)} packages", highlight=False)
+    for art in manifest.artifacts:
+        out.print(f"  {art.name:<24} {art.size / 1e6:9.1f} MB  {art.sha256[:16]}", highlight=False)
 
 
 FirmwareOpt = Annotated[

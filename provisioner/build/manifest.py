@@ -1,4 +1,8 @@
-"""Step `manifest`: manifest.json, SHA256SUMS and a CycloneDX SBOM of the Debian packages."""
+"""Step `manifest`: manifest.json, SHA256SUMS and a CycloneDX SBOM of the Debian packages.
+
+This step gathers the data (packages from dpkg's status, digests, artifacts); the manifest's
+schema, version and writing live in provisioner.formats.manifest, which every reader shares.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +10,17 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from provisioner.build.context import ArtifactFile, BuildContext
+from provisioner.formats import manifest as fm
+from provisioner.formats.manifest import Package
 
-MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
 SBOM = "sbom.cdx.json"
-FORMAT = 1
-
-
-@dataclass(frozen=True)
-class Package:
-    name: str
-    version: str
-    architecture: str
 
 
 def installed_packages(tree: Path) -> list[Package]:
@@ -35,7 +32,8 @@ def installed_packages(tree: Path) -> list[Package]:
             line.split(": ", 1) for line in stanza.splitlines() if ": " in line and line[0] != " "
         )
         if fields.get("Status") == "install ok installed":
-            pkgs.append(Package(fields["Package"], fields["Version"], fields["Architecture"]))
+            pkgs.append(Package(name=fields["Package"], version=fields["Version"],
+                                architecture=fields["Architecture"]))
     return sorted(pkgs, key=lambda p: (p.name, p.architecture))
 
 
@@ -52,23 +50,20 @@ def build_id(ctx: BuildContext) -> str:
     return f"{ctx.profile.name}-{hashlib.sha256(joined.encode()).hexdigest()[:12]}"
 
 
-def manifest_data(ctx: BuildContext, packages: list[Package]) -> dict[str, Any]:
+def manifest_of(ctx: BuildContext, packages: list[Package]) -> fm.Manifest:
     created = dt.datetime.fromtimestamp(ctx.source_date_epoch, dt.UTC).isoformat()
-    return {
-        "format": FORMAT,
-        "build_id": build_id(ctx),
-        "created": created,
-        "source_date_epoch": ctx.source_date_epoch,
-        "profile": {
-            "name": ctx.profile.name,
-            "digest": ctx.profile.digest(),
-            "resolved": ctx.profile.model_dump(mode="json"),
-        },
-        "roles": ctx.role_digests,
-        "cache_keys": asdict(ctx.keys),
-        "packages": [asdict(p) for p in packages],
-        "artifacts": [asdict(a) for a in sorted(ctx.artifacts, key=lambda a: a.name)],
-    }
+    return fm.Manifest(
+        format=fm.FORMAT,
+        build_id=build_id(ctx),
+        created=created,
+        source_date_epoch=ctx.source_date_epoch,
+        profile=fm.ProfileInfo(name=ctx.profile.name, digest=ctx.profile.digest(),
+                               resolved=ctx.profile.model_dump(mode="json")),
+        roles=ctx.role_digests,
+        cache_keys=fm.CacheKeys(**asdict(ctx.keys)),
+        packages=packages,
+        artifacts=[fm.Artifact(**asdict(a)) for a in sorted(ctx.artifacts, key=lambda a: a.name)],
+    )
 
 
 def purl(pkg: Package, suite: str) -> str:
@@ -98,14 +93,14 @@ def sbom_data(ctx: BuildContext, packages: list[Package], bid: str) -> dict[str,
     }
 
 
-def write_manifest(ctx: BuildContext, dest: Path) -> dict[str, Any]:
+def write_manifest(ctx: BuildContext, dest: Path) -> fm.Manifest:
     """Writes manifest, SBOM and SHA256SUMS into dest (which already holds the artifacts)."""
     assert ctx.tree is not None
     packages = installed_packages(ctx.tree)
-    manifest = manifest_data(ctx, packages)
-    (dest / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    (dest / SBOM).write_text(json.dumps(sbom_data(ctx, packages, manifest["build_id"]), indent=2) + "\n")
-    names = [a.name for a in ctx.artifacts] + [MANIFEST, SBOM]
+    manifest = manifest_of(ctx, packages)
+    fm.write(dest / fm.FILENAME, manifest)
+    (dest / SBOM).write_text(json.dumps(sbom_data(ctx, packages, manifest.build_id), indent=2) + "\n")
+    names = [a.name for a in ctx.artifacts] + [fm.FILENAME, SBOM]
     lines = [f"{sha256_file(dest / n)}  {n}\n" for n in sorted(names)]
     (dest / SUMS).write_text("".join(lines))
     return manifest

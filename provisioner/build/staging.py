@@ -4,9 +4,10 @@ The `installer` role carries the laptop-side agent (roles/installer/files/agent/
 git). `prepare` stages it on every build of a profile with that role, so the role's digest,
 and therefore the build cache, follows the agent's code with no manual step.
 
-Only what runs on the laptop goes in (the agent with its own CLI, the block-map model, the
-error type). The image runs it with Debian's python3 and python3-pydantic/-yaml/-typer/-rich;
-pySMART (pure Python, not packaged by Debian) is copied from this Python's installed copy.
+Only what runs on the laptop goes in (the agent with its own CLI, deelit's file formats: the
+block map and the manifest, the error type). The image runs it with Debian's python3 and
+python3-pydantic/-yaml/-typer/-rich; pySMART (pure Python, not packaged by Debian) is copied
+from this Python's installed copy.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from provisioner.profile import PROJECT_ROOT, Profile
 
 PACKAGE = PROJECT_ROOT / "provisioner"
 AGENT_STAGE = Path("installer") / "files" / "agent"  # under the roles folder
-FILES = ["__init__.py", "errors.py", "flash/__init__.py", "flash/bmap.py"]
+FILES = ["__init__.py", "errors.py"]
+PACKAGES = ["formats", "agent"]  # whole: formats imports only errors (see formats/__init__.py)
 
 
 def agent_files(package: Path = PACKAGE) -> list[Path]:
     found = [package / f for f in FILES]
-    found += sorted(p for p in (package / "agent").iterdir()
-                    if p.suffix in (".py", ".yaml"))
+    for sub in PACKAGES:
+        found += sorted(p for p in (package / sub).iterdir() if p.suffix in (".py", ".yaml"))
     return found
 
 

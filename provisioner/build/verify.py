@@ -15,6 +15,7 @@ from pathlib import Path
 
 from provisioner.build.cache import Cache
 from provisioner.errors import DeelitError
+from provisioner.formats import manifest as fm
 from provisioner.profile import PROJECT_ROOT, Profile
 from provisioner.vm import VM, Firmware, VMSpec
 
@@ -33,10 +34,7 @@ def suites(profile: Profile) -> list[Path]:
 
 
 def built_tree(out_dir: Path, cache: Cache) -> Path:
-    manifest_path = out_dir / "manifest.json"
-    if not manifest_path.exists():
-        raise DeelitError(f"{manifest_path}: missing; build the profile first (deelit build)")
-    key = json.loads(manifest_path.read_text())["cache_keys"]["tree"]
+    key = fm.read(out_dir / fm.FILENAME).cache_keys.tree
     tree = cache.lookup("tree", key)
     if tree is None:
         raise DeelitError(

@@ -1,1 +1,1 @@
-"""USB flashing: block maps, target discovery and safety, parallel verified writing."""
+"""USB flashing: target discovery and refusal policy, parallel writing, read-back verification."""

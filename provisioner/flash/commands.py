@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from provisioner.errors import DeelitError
-from provisioner.flash import bmap as bm
-from provisioner.flash import targets as tg
-from provisioner.flash import writer
+from provisioner.flash import policy, readback, writer
 from provisioner.flash.source import Source, open_source
+from provisioner.flash.state import FlashResult, TargetState
+from provisioner.formats import bmap as bm
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -85,9 +85,9 @@ def flash_command(
         _verify_only(source, target, as_json)
         return
     try:
-        accepted = tg.check(target, image_size=source.bmap.image_size, source=source.path,
+        accepted = policy.check(target, image_size=source.bmap.image_size, source=source.path,
                             allow_fixed=allow_fixed, to_file=to_file)
-    except tg.TargetRefused as exc:
+    except policy.TargetRefused as exc:
         if as_json:
             print(json.dumps({"ok": False, "refused": [
                 {"target": r.path, "reason": r.reason} for r in exc.refusals]}))
@@ -99,7 +99,7 @@ def flash_command(
 
 
 def _list(as_json: bool) -> None:
-    cands = tg.candidates()
+    cands = policy.candidates()
     if as_json:
         print(json.dumps([{"path": str(c.path), "size": c.size, "model": c.model,
                            "serial": c.serial, "transport": c.transport,
@@ -117,7 +117,7 @@ def _list(as_json: bool) -> None:
     _console().print(table)
 
 
-def _confirm(source: Source, accepted: list[tg.Target]) -> None:
+def _confirm(source: Source, accepted: list[policy.Target]) -> None:
     table = _table(f"About to write {source.path.name} "
                    f"({_size(source.bmap.mapped_bytes)} mapped) to:")
     table.add_column("target", overflow="fold")  # the whole path, never an ellipsis
@@ -132,14 +132,14 @@ def _confirm(source: Source, accepted: list[tg.Target]) -> None:
         raise DeelitError("cancelled; nothing was written")
 
 
-def _run(source: Source, accepted: list[tg.Target], *, verify: bool,
-         show_progress: bool) -> writer.FlashResult:
+def _run(source: Source, accepted: list[policy.Target], *, verify: bool,
+         show_progress: bool) -> FlashResult:
     """Runs the flash in a worker thread so this one can draw progress and catch Ctrl-C."""
     cancel = threading.Event()
     box: dict[str, Any] = {}
     started = threading.Event()
 
-    def on_start(states: list[writer.TargetState]) -> None:
+    def on_start(states: list[TargetState]) -> None:
         box["states"] = states
         started.set()
 
@@ -170,11 +170,11 @@ def _run(source: Source, accepted: list[tg.Target], *, verify: bool,
             raise DeelitError("interrupted: the targets are incomplete; flash them again",
                               exit_code=130)
         raise exc
-    result: writer.FlashResult = box["result"]
+    result: FlashResult = box["result"]
     return result
 
 
-def _progress(states: list[writer.TargetState], th: threading.Thread) -> None:
+def _progress(states: list[TargetState], th: threading.Thread) -> None:
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -188,7 +188,7 @@ def _progress(states: list[writer.TargetState], th: threading.Thread) -> None:
     columns = (TextColumn("{task.description}"), TextColumn("[cyan]{task.fields[phase]:>7}"),
                BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=_console(stderr=True), transient=False) as progress:
-        tasks: list[tuple[TaskID, writer.TargetState]] = [
+        tasks: list[tuple[TaskID, TargetState]] = [
             (progress.add_task(s.target.label, total=s.total, phase="write"), s)
             for s in states]
         phases = {tid: "write" for tid, _ in tasks}
@@ -207,7 +207,7 @@ def _progress(states: list[writer.TargetState], th: threading.Thread) -> None:
             time.sleep(0.2)
 
 
-def _state_json(s: writer.TargetState) -> dict[str, Any]:
+def _state_json(s: TargetState) -> dict[str, Any]:
     t = s.target
     return {"target": str(t.path), "model": t.model, "serial": t.serial, "size": t.size,
             "ok": s.ok, "verified": s.verified_ok, "error": s.error,
@@ -216,7 +216,7 @@ def _state_json(s: writer.TargetState) -> dict[str, Any]:
             "mismatched_ranges": [f"{a}-{b}" for a, b in s.mismatches]}
 
 
-def _report(source: Source, result: writer.FlashResult, as_json: bool) -> None:
+def _report(source: Source, result: FlashResult, as_json: bool) -> None:
     """The summary table or the JSON result; exit 1 when any target failed."""
     if as_json:
         print(json.dumps(_result_json(source, result), indent=2))
@@ -226,7 +226,7 @@ def _report(source: Source, result: writer.FlashResult, as_json: bool) -> None:
         raise typer.Exit(1)
 
 
-def _result_json(source: Source, result: writer.FlashResult) -> dict[str, Any]:
+def _result_json(source: Source, result: FlashResult) -> dict[str, Any]:
     return {"ok": result.ok, "image": str(source.path),
             "bmap": str(source.bmap_path) if source.bmap_path else None,
             "image_size": source.bmap.image_size, "mapped_bytes": source.bmap.mapped_bytes,
@@ -234,7 +234,7 @@ def _result_json(source: Source, result: writer.FlashResult) -> dict[str, Any]:
             "targets": [_state_json(s) for s in result.states]}
 
 
-def _summary(source: Source, result: writer.FlashResult) -> None:
+def _summary(source: Source, result: FlashResult) -> None:
     table = _table(f"{source.path.name}: {_size(source.bmap.mapped_bytes)} mapped of "
                    f"{_size(source.bmap.image_size)}")
     table.add_column("target", overflow="fold")
@@ -268,10 +268,10 @@ def _verify_only(source: Source, paths: list[str], as_json: bool) -> None:
             raise DeelitError(f"{p}: {exc.strerror}") from exc
         if not (stat.S_ISBLK(st.st_mode) or stat.S_ISREG(st.st_mode)):
             raise DeelitError(f"{p} is neither a block device nor a file")
-        accepted.append(tg.Target(path=Path(p), is_file=stat.S_ISREG(st.st_mode),
+        accepted.append(policy.Target(path=Path(p), is_file=stat.S_ISREG(st.st_mode),
                                   size=st.st_size))
-    states = writer.verify(source, accepted)
-    result = writer.FlashResult(states, verify=True)
+    states = readback.verify(source, accepted)
+    result = FlashResult(states, verify=True)
     _report(source, result, as_json)
 
 

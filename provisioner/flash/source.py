@@ -10,7 +10,7 @@ from pathlib import Path
 import zstandard
 
 from provisioner.errors import DeelitError
-from provisioner.flash import bmap as bm
+from provisioner.formats import bmap as bm
 
 # Ranges of a map made without checksums are split so a mismatch points at a small region.
 _SPLIT_BLOCKS = (64 << 20) // bm.BLOCK_SIZE

@@ -1,15 +1,12 @@
-"""Writes one image to many targets at once and reads every target back.
+"""Writes one image to many targets at once; read-back verification follows in readback.py.
 
 One reader thread reads each mapped span of the source once (raw or zstd), checks it against
 the map's SHA-256, and hands the same aligned buffer to one writer thread per target. Each
 writer zeroes the image's first span, writes the rest, writes the first span last (so a stick
 cut off midway carries no partition table and does not look usable), and flushes. Only when
-every target has been written and flushed are they read back, all together, past the page
-cache (O_DIRECT, else fadvise DONTNEED), and every range of every target is compared with
-its checksum (one SHA-256 per chunk for all targets whose bytes are identical; see
-`read_back`). Reading back only after the last write also catches sticks that fake their
-capacity: their late writes overwrite early ranges. A failing target is reported; the others
-carry on.
+every target has been written and flushed are they read back, all together (see readback.py):
+reading back only after the last write also catches sticks that fake their capacity, whose
+late writes overwrite early ranges. A failing target is reported; the others carry on.
 """
 
 from __future__ import annotations
@@ -24,54 +21,21 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from provisioner.errors import DeelitError
-from provisioner.flash import bmap as bm
+from provisioner.flash.policy import Target
+from provisioner.flash.readback import check_targets
 from provisioner.flash.source import Source, spans
-from provisioner.flash.targets import Target
+from provisioner.flash.state import ALIGN, CHUNK, FlashResult, TargetState
+from provisioner.formats import bmap as bm
 
-CHUNK = 8 << 20  # large aligned writes: fewer syscalls, whole erase blocks on sticks
 QUEUE_DEPTH = 4  # at least this many chunks in flight between the reader and the writers
 # How far the reader may run ahead of the slowest target. Reading and hashing outpace a stick,
 # so the lead grows while data spans are read, and it keeps the sticks busy while the reader
 # decompresses long holes of a .zst image (the tail of a disk image is often GiBs of zeros
 # before the backup GPT): 256 MiB is about 1.7 s of writing at 150 MB/s.
 READ_AHEAD = 256 << 20
-ALIGN = 4096  # O_DIRECT alignment that covers 512e and 4Kn sticks
-
-
-@dataclass
-class TargetState:
-    """Live progress and the outcome for one target (read by the progress display)."""
-
-    target: Target
-    total: int
-    phase: str = "waiting"  # waiting, write, flush, verify, done, failed
-    written: int = 0
-    verified: int = 0
-    error: str | None = None
-    mismatches: list[tuple[int, int]] = field(default_factory=list)  # (first, last) blocks
-    write_seconds: float = 0.0
-    verify_seconds: float = 0.0
-    verified_ok: bool | None = None  # None: not verified
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.verified_ok is not False
-
-
-@dataclass
-class FlashResult:
-    states: list[TargetState]
-    verify: bool
-    source_error: str | None = None
-    read_seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.source_error is None and all(s.ok for s in self.states)
 
 
 class _Chunk:
@@ -253,7 +217,7 @@ def flash(
         elif verify:
             _close_all(handles)  # read-back uses its own O_DIRECT descriptors
             handles = []
-            _verify_all(block_map, expected, states, cancel)
+            check_targets(block_map, expected, states, cancel)
         for s in states:
             if s.error is None:
                 s.phase = "done"
@@ -390,258 +354,3 @@ def _fan_out_held(chunk: _Chunk, writers: list[_Writer]) -> None:
         chunk._release()
     for w in live:
         w.inbox.put(chunk)
-
-
-# --- read-back ---------------------------------------------------------------------------
-#
-# All targets are read back together, chunk by chunk, each by its own thread past the page
-# cache. Copies of one image are identical when they are good, so one SHA-256 per chunk is
-# enough for all of them: the chunk of one target is hashed and the others are compared
-# with it byte for byte (memcmp, several times faster than hashing). A target whose chunk
-# differs takes a copy of the shared hash state at that point and hashes its own bytes from
-# then on, so every target's range checksum is still exactly the SHA-256 of what it holds.
-
-
-def _memcmp() -> Callable[[int, int, int], int] | None:
-    """libc's memcmp (it releases the GIL), or None where ctypes cannot load it."""
-    try:
-        import ctypes
-
-        fn = ctypes.CDLL(None).memcmp
-    except (ImportError, OSError, AttributeError):
-        return None
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-    return fn
-
-
-_MEMCMP = _memcmp()
-
-
-class _Buffer:
-    """A page-aligned read buffer (O_DIRECT) with its address for memcmp."""
-
-    def __init__(self, size: int) -> None:
-        self.map = mmap.mmap(-1, size)
-        self._pin: object = None
-        self.address = 0
-        if _MEMCMP is not None:
-            import ctypes
-
-            self._pin = ctypes.c_char.from_buffer(self.map)  # holds an export on the map
-            self.address = ctypes.addressof(self._pin)
-
-    def same(self, other: _Buffer, n: int) -> bool:
-        if _MEMCMP is not None:
-            return _MEMCMP(self.address, other.address, n) == 0
-        step = 64 << 10  # slices small enough to stay in the CPU cache
-        return all(self.map[i:i + step] == other.map[i:i + step] for i in range(0, n, step))
-
-    def close(self) -> None:
-        self._pin = None
-        self.map.close()
-
-
-class _TargetReader(threading.Thread):
-    """Reads one target's mapped spans past the page cache, up to two chunks ahead."""
-
-    def __init__(self, block_map: bm.BlockMap, state: TargetState) -> None:
-        super().__init__(name=f"read {state.target.path}", daemon=True)
-        self.map = block_map
-        self.state = state
-        path = state.target.path
-        try:
-            self.fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-            self.direct = True
-        except OSError:
-            self.fd = os.open(path, os.O_RDONLY)
-            self.direct = False
-            os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)  # clean after fsync
-        self.bufs = [_Buffer(CHUNK) for _ in range(3)]
-        self.free: queue.Queue[_Buffer] = queue.Queue()
-        for b in self.bufs:
-            self.free.put(b)
-        self.filled: queue.Queue[tuple[_Buffer, int] | BaseException] = queue.Queue()
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        try:
-            for _, offset, n in spans(self.map, CHUNK):
-                buf = self.free.get()
-                if self.stop.is_set():
-                    return
-                size = -(-n // ALIGN) * ALIGN if self.direct else n  # O_DIRECT: whole blocks
-                with memoryview(buf.map) as view:
-                    got = os.preadv(self.fd, [view[:size]], offset)
-                self.filled.put((buf, got))
-        except BaseException as exc:  # handed to the comparing side
-            self.filled.put(exc)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.free.put(self.bufs[0])  # unblocks the thread if it waits for a buffer
-        if self.ident is not None:  # started
-            self.join()
-        os.close(self.fd)
-        for b in self.bufs:
-            b.close()
-
-
-def read_back(block_map: bm.BlockMap, expected: list[str], states: list[TargetState],
-              cancel: threading.Event | None = None) -> None:
-    """Reads every mapped range of every target past the page cache and compares checksums.
-
-    Sets each state's `mismatches` (the differing ranges) and `verify_seconds`; a target
-    that cannot be read gets an `error` and the others carry on.
-    """
-    start = time.monotonic()
-    readers: list[_TargetReader] = []
-    for s in states:
-        s.phase = "verify"
-        try:
-            readers.append(_TargetReader(block_map, s))
-        except OSError as exc:
-            _read_failed(s, exc, start)
-    for r in readers:
-        r.start()
-    live = list(readers)
-    bad: dict[int, set[int]] = {id(r): set() for r in readers}  # range indexes per reader
-    kind = block_map.checksum_type
-    try:
-        current = -1
-        shared = hashlib.new(kind)
-        own: dict[int, Any] = {}  # id(reader) -> its own hash object once it differed
-        short: set[int] = set()
-        for index, _, n in spans(block_map, CHUNK):
-            if index != current:
-                if current >= 0:
-                    _close_range(current, expected, live, shared, own, short, bad)
-                current, shared, own, short = index, hashlib.new(kind), {}, set()
-            items: list[tuple[_TargetReader, _Buffer, int]] = []
-            for r in list(live):
-                if cancel is not None and cancel.is_set():
-                    raise OSError(errno.ECANCELED, "interrupted")
-                item = r.filled.get()
-                if isinstance(item, BaseException):
-                    live.remove(r)
-                    _read_failed(r.state, item, start)
-                    continue
-                items.append((r, *item))
-            ref = next((b for r, b, got in items
-                        if got >= n and id(r) not in own and id(r) not in short), None)
-            for r, b, got in items:
-                key = id(r)
-                if got < n:  # a target shorter than the image cannot match
-                    short.add(key)
-                elif key in short:
-                    pass
-                elif key in own:
-                    with memoryview(b.map) as view:
-                        own[key].update(view[:n])
-                elif ref is not None and b is not ref and not b.same(ref, n):
-                    own[key] = shared.copy()  # the bytes before this chunk were the shared ones
-                    with memoryview(b.map) as view:
-                        own[key].update(view[:n])
-            if ref is not None:
-                with memoryview(ref.map) as view:
-                    shared.update(view[:n])
-            for r, b, _ in items:
-                r.free.put(b)
-                r.state.verified += n
-        if current >= 0:
-            _close_range(current, expected, live, shared, own, short, bad)
-    except OSError as exc:
-        for r in live:
-            _read_failed(r.state, exc, start)
-        live = []
-    finally:
-        for r in readers:
-            r.close()
-    seconds = time.monotonic() - start
-    for r in live:
-        s = r.state
-        s.verify_seconds = seconds
-        s.mismatches = [(rg.first, rg.last) for i, rg in enumerate(block_map.ranges)
-                        if i in bad[id(r)]]
-
-
-def _close_range(index: int, expected: list[str], live: list[_TargetReader], shared: Any,
-                 own: dict[int, Any], short: set[int], bad: dict[int, set[int]]) -> None:
-    shared_digest: str | None = None
-    for r in live:
-        key = id(r)
-        if key in short:
-            bad[key].add(index)
-            continue
-        if key in own:
-            digest = own[key].hexdigest()
-        else:
-            if shared_digest is None:
-                shared_digest = shared.hexdigest()
-            digest = shared_digest
-        if digest != expected[index]:
-            bad[key].add(index)
-
-
-def _read_failed(s: TargetState, exc: BaseException, start: float) -> None:
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    s.error = f"read-back failed: {reason}; replace the stick"
-    s.phase = "failed"
-    s.verify_seconds = time.monotonic() - start
-
-
-def _verify_all(block_map: bm.BlockMap, expected: list[str], states: list[TargetState],
-                cancel: threading.Event) -> None:
-    live = [s for s in states if s.error is None]
-    read_back(block_map, expected, live, cancel)
-    for s in live:
-        if s.error is not None:
-            continue
-        s.verified_ok = not s.mismatches
-        if s.mismatches:
-            first, last = s.mismatches[0]
-            s.error = (f"verify failed: {len(s.mismatches)} range(s) differ from the image, "
-                       f"first at blocks {first}-{last}; flash it again or replace the stick")
-            s.phase = "failed"
-
-
-def verify(source: Source, targets: list[Target]) -> list[TargetState]:
-    """Checks targets against an image without writing (`deelit flash --verify-only`)."""
-    block_map = source.bmap
-    expected = [r.checksum or "" for r in block_map.ranges]
-    if not block_map.has_checksums():
-        expected = _source_checksums(source)
-    states = []
-    for t in targets:
-        s = TargetState(t, block_map.mapped_bytes)
-        s.written = s.total
-        states.append(s)
-    _verify_all(block_map, expected, states, threading.Event())
-    for s in states:
-        if s.error is None:
-            s.phase = "done"
-    return states
-
-
-def _source_checksums(source: Source) -> list[str]:
-    block_map = source.bmap
-    out = []
-    buf = mmap.mmap(-1, CHUNK)
-    reader = source.open()
-    try:
-        for r in block_map.ranges:
-            h = hashlib.new(block_map.checksum_type)
-            offset, length = block_map.extent(r)
-            end = offset + length
-            while offset < end:
-                n = min(CHUNK, end - offset)
-                view = memoryview(buf)[:n]
-                reader.read_into(view, offset)
-                h.update(view)
-                view.release()
-                offset += n
-            out.append(h.hexdigest())
-    finally:
-        reader.close()
-        buf.close()
-    return out

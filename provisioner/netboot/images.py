@@ -7,7 +7,6 @@ holes) and agents ask for exactly the mapped ranges with HTTP Range requests.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -15,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioner.errors import DeelitError
-from provisioner.flash import bmap as bm
+from provisioner.formats import bmap as bm
+from provisioner.formats import manifest as fm
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,8 @@ class PreparedImage:
         return self.folder / "disk.img"
 
 
-def _find(image_dir: Path) -> tuple[Path, Path, dict[str, object]]:
-    manifest_path = image_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise DeelitError(f"{manifest_path}: missing; build the target image first (deelit build)")
-    manifest = json.loads(manifest_path.read_text())
+def _find(image_dir: Path) -> tuple[Path, Path, fm.Manifest]:
+    manifest = fm.read(image_dir / fm.FILENAME)
     images = sorted(image_dir.glob("*.img.zst")) or sorted(image_dir.glob("*.img"))
     if not images:
         raise DeelitError(
@@ -52,9 +49,7 @@ def _find(image_dir: Path) -> tuple[Path, Path, dict[str, object]]:
 def prepare(image_dir: Path, data_dir: Path) -> PreparedImage:
     """Expands the build's disk image once; a half-expanded one is never served."""
     image, bmap_path, manifest = _find(image_dir)
-    build_id = str(manifest["build_id"])
-    prof = manifest.get("profile")
-    profile = str(prof.get("name", "?")) if isinstance(prof, dict) else "?"
+    build_id, profile = manifest.build_id, manifest.profile.name
     folder = data_dir / "images" / build_id
     block_map = bm.load(bmap_path)
     done = folder / ".complete"
@@ -74,7 +69,7 @@ def prepare(image_dir: Path, data_dir: Path) -> PreparedImage:
             raise DeelitError(f"{image}: {raw.stat().st_size} bytes expanded, but {bmap_path} "
                               f"says {block_map.image_size}: image and block map do not match")
         shutil.copyfile(bmap_path, staging / "disk.bmap")
-        shutil.copyfile(image_dir / "manifest.json", staging / "manifest.json")
+        shutil.copyfile(image_dir / fm.FILENAME, staging / fm.FILENAME)
         (staging / ".complete").write_text(build_id + "\n")
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(staging, folder)

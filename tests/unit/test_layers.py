@@ -52,6 +52,14 @@ def test_area_imports_nothing_above_or_beside_it(area: str) -> None:
     assert not bad, sorted(bad)
 
 
+def test_formats_is_the_ground_floor() -> None:
+    """Every stage reads the project's formats, and the agent ships them inside the image."""
+    bad = {f"{p.relative_to(PACKAGE.parent)}: {name}" for p in modules("formats")
+           for name in imported(p)
+           if not name.startswith(("provisioner.formats", "provisioner.errors"))}
+    assert not bad, sorted(bad)
+
+
 def test_nothing_below_the_lab_imports_it() -> None:
     bad = {f"{p.relative_to(PACKAGE.parent)}: {name}"
            for p in PACKAGE.rglob("*.py")

@@ -28,7 +28,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from provisioner.build.context import BuildContext
 from provisioner.build.runner import StepFailed, run_logged
-from provisioner.flash import bmap
+from provisioner.formats import bmap
 from provisioner.profile import DiskOutput
 
 MiB = 1 << 20

@@ -16,6 +16,7 @@ import pytest
 
 from provisioner.build import configure, pipeline
 from provisioner.build.cache import Cache
+from provisioner.formats import manifest as fm
 from provisioner.profile import PROJECT_ROOT, load_profile
 from provisioner.vm import VM, VMSpec
 
@@ -45,30 +46,31 @@ def test_artifacts_manifest_checksums_and_sbom(ci_build: Path) -> None:
         expected |= {"ci.img.zst", "ci.bmap"}
     assert names == expected
     subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=ci_build, check=True)
-    manifest = json.loads((ci_build / "manifest.json").read_text())
-    assert manifest["profile"]["name"] == "ci"
-    assert manifest["profile"]["digest"] == load_profile("ci").digest()
-    assert set(manifest["roles"]) == {"base", "technician_ssh"}
-    packages = {p["name"] for p in manifest["packages"]}
+    manifest = fm.read(ci_build / fm.FILENAME)
+    assert manifest.format == fm.FORMAT
+    assert manifest.profile.name == "ci"
+    assert manifest.profile.digest == load_profile("ci").digest()
+    assert set(manifest.roles) == {"base", "technician_ssh"}
+    packages = {p.name for p in manifest.packages}
     assert {"systemd", "linux-image-amd64", "live-boot", "openssh-server", "locales"} <= packages
-    for art in manifest["artifacts"]:
-        assert (ci_build / art["name"]).stat().st_size == art["size"]
+    for art in manifest.artifacts:
+        assert (ci_build / art.name).stat().st_size == art.size
     squash = subprocess.run(["unsquashfs", "-s", str(ci_build / "filesystem.squashfs")],
                             capture_output=True, text=True, check=True).stdout
     assert "Compression zstd" in squash
     sbom = json.loads((ci_build / "sbom.cdx.json").read_text())
     assert sbom["bomFormat"] == "CycloneDX"
-    assert len(sbom["components"]) == len(manifest["packages"])
+    assert len(sbom["components"]) == len(manifest.packages)
 
 
 def test_unchanged_rebuild_comes_from_the_cache(ci_build: Path) -> None:
-    before = json.loads((ci_build / "manifest.json").read_text())
+    before = fm.read(ci_build / fm.FILENAME)
     proc = deelit("build", "ci", "--out", str(ci_build))
     for step in ("bootstrap", "configure", "finalize", "artifacts"):
         assert any(step in line and "(cached)" in line for line in proc.stdout.splitlines()), proc.stdout
-    after = json.loads((ci_build / "manifest.json").read_text())
-    assert after["build_id"] == before["build_id"]
-    assert after["packages"] == before["packages"]
+    after = fm.read(ci_build / fm.FILENAME)
+    assert after.build_id == before.build_id
+    assert after.packages == before.packages
 
 
 def test_role_change_reruns_from_configure(ci_build: Path, tmp_path: Path) -> None:
@@ -87,11 +89,11 @@ def test_role_change_reruns_from_configure(ci_build: Path, tmp_path: Path) -> No
     pipeline.run(ctx, lambda name, _s, cached: ran.__setitem__(name, cached))
     assert ran == {"bootstrap": True, "configure": False, "finalize": False, "artifacts": False,
                    "manifest": False}
-    original = json.loads((ci_build / "manifest.json").read_text())
-    rebuilt = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert rebuilt["cache_keys"]["bootstrap"] == original["cache_keys"]["bootstrap"]
-    assert rebuilt["roles"]["base"] != original["roles"]["base"]
-    assert rebuilt["roles"]["technician_ssh"] == original["roles"]["technician_ssh"]
+    original = fm.read(ci_build / fm.FILENAME)
+    rebuilt = fm.read(tmp_path / "out" / fm.FILENAME)
+    assert rebuilt.cache_keys.bootstrap == original.cache_keys.bootstrap
+    assert rebuilt.roles["base"] != original.roles["base"]
+    assert rebuilt.roles["technician_ssh"] == original.roles["technician_ssh"]
 
 
 def test_failed_step_leaves_no_artifact_and_names_the_task(tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ from provisioner.build import pipeline, verify
 from provisioner.build.artifacts import disk
 from provisioner.build.cache import Cache
 from provisioner.build.runner import StepFailed
-from provisioner.flash import bmap
+from provisioner.formats import bmap
+from provisioner.formats import manifest as fm
 from provisioner.profile import PROJECT_ROOT, DiskOutput, Profile, load_profile
 from provisioner.vm import VM, Firmware, VMSpec
 
@@ -52,7 +53,7 @@ def ci_out(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     deelit("build", "ci", "--out", str(out))
     # Later in-process builds must find this build's tree even if a commit lands meanwhile
     # (SOURCE_DATE_EPOCH defaults to the last commit, and it is part of the tree's key).
-    sde = json.loads((out / "manifest.json").read_text())["source_date_epoch"]
+    sde = fm.read(out / fm.FILENAME).source_date_epoch
     with pytest.MonkeyPatch.context() as env:
         env.setenv("SOURCE_DATE_EPOCH", str(sde))
         yield out
@@ -99,8 +100,8 @@ def layout_of(raw: Path) -> disk.Layout:
 
 
 def test_artifacts_are_listed_and_the_bmap_matches(ci_out: Path, raw_image: Path) -> None:
-    manifest = json.loads((ci_out / "manifest.json").read_text())
-    kinds = {a["name"]: a["kind"] for a in manifest["artifacts"]}
+    manifest = fm.read(ci_out / fm.FILENAME)
+    kinds = {a.name: a.kind for a in manifest.artifacts}
     assert kinds["ci.img.zst"] == "disk-image" and kinds["ci.bmap"] == "bmap"
     sums = (ci_out / "SHA256SUMS").read_text()
     assert "  ci.img.zst\n" in sums and "  ci.bmap\n" in sums
@@ -124,7 +125,7 @@ def test_layout_and_boot_files(ci_out: Path, raw_image: Path, tmp_path: Path) ->
     esp = partition(raw_image, layout.esp, tmp_path / "esp.img")
     blkid = subprocess.run(["blkid", "-o", "export", str(esp)], capture_output=True, text=True,
                            check=True).stdout
-    ids = disk.DiskIds.derive(f"ci:{json.loads((ci_out / 'manifest.json').read_text())['cache_keys']['tree']}")
+    ids = disk.DiskIds.derive(f"ci:{fm.read(ci_out / fm.FILENAME).cache_keys.tree}")
     assert "TYPE=vfat" in blkid and f"UUID={ids.esp_uuid}" in blkid  # what BIOS GRUB searches
     for src, dsts in disk.EFI_FILES.items():
         for dst in dsts:
@@ -272,9 +273,9 @@ def test_second_build_from_the_same_cache_is_identical(ci_out: Path, raw_image: 
     ran: dict[str, bool] = {}
     pipeline.run(ctx, lambda name, _s, cached: ran.__setitem__(name, cached))
     assert ran["configure"] and not ran["artifacts"]
-    first = json.loads((ci_out / "manifest.json").read_text())
-    second = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert second["packages"] == first["packages"]
+    first = fm.read(ci_out / fm.FILENAME)
+    second = fm.read(tmp_path / "out" / fm.FILENAME)
+    assert second.packages == first.packages
     again = tmp_path / "again.img"
     subprocess.run(["zstd", "-q", "-d", "--sparse", str(tmp_path / "out" / "ci.img.zst"), "-o",
                     str(again)], check=True)

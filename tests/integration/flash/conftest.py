@@ -16,8 +16,8 @@ import typer
 from typer.testing import CliRunner
 
 from provisioner.errors import DeelitError
-from provisioner.flash import bmap as bm
 from provisioner.flash.commands import register
+from provisioner.formats import bmap as bm
 
 B = bm.BLOCK_SIZE
 REPO = Path(__file__).resolve().parents[3]

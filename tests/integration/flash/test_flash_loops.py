@@ -13,10 +13,10 @@ import time
 import pytest
 import zstandard
 
-from provisioner.flash import bmap as bm
+from provisioner.flash import readback
 from provisioner.flash import source as src
-from provisioner.flash import writer
-from provisioner.flash.targets import Target
+from provisioner.flash.policy import Target
+from provisioner.formats import bmap as bm
 
 pytestmark = pytest.mark.root
 
@@ -131,12 +131,12 @@ def test_sigkill_midway_leaves_a_failing_target_and_rerun_fixes_it(h, loop, tmp_
 
     source = src.open_source(img)
     target = Target(path=dev, is_file=False, size=size)
-    [state] = writer.verify(source, [target])
+    [state] = readback.verify(source, [target])
     assert state.verified_ok is False and state.mismatches
     assert state.mismatches[0][0] == 0  # the head is written last, so a cut stick is unusable
     res = h.deelit("flash", str(img), str(dev), "--verify-only", "--json")
     assert res.returncode == 1
 
     h.deelit("flash", str(img), str(dev), "--yes", "--allow-fixed", check=True)
-    [state] = writer.verify(source, [target])
+    [state] = readback.verify(source, [target])
     assert state.ok and state.verified_ok is True

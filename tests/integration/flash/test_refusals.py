@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.flash import targets as tg
+from provisioner.flash import discovery, policy
 
 pytestmark = pytest.mark.root
 
@@ -126,10 +126,10 @@ def test_target_holding_the_source_image(h, image, loop, mount, tmp_path: Path) 
 
 
 def test_running_system_disk(h, image) -> None:
-    root = next((m for m in tg.mounts() if m.mountpoint == "/"), None)
+    root = next((m for m in discovery.mounts() if m.mountpoint == "/"), None)
     if root is None or not root.source.startswith("/dev/"):
         pytest.skip(f"/ is not on a block device here ({root.source if root else '?'})")
-    disks = tg.system_disks()
+    disks = discovery.system_disks()
     assert disks, "the disk holding / was not found"
     disk = Path(f"/dev/{sorted(disks)[0]}")
     try:
@@ -188,10 +188,10 @@ def test_removable_flag_from_sysfs(image, loop, tmp_path: Path, rel: str, remova
     sysfs = fake_sysfs(tmp_path / "sys", dev, rel, removable)
     kw = {"image_size": image.bmap.image_size, "source": image.path, "sysfs": sysfs}
     if accepted:
-        [t] = tg.check([str(dev)], **kw)
+        [t] = policy.check([str(dev)], **kw)
         assert t.removable and t.transport == transport
     else:
-        with pytest.raises(tg.TargetRefused, match="not removable"):
-            tg.check([str(dev)], **kw)
-        [t] = tg.check([str(dev)], allow_fixed=True, **kw)
+        with pytest.raises(policy.TargetRefused, match="not removable"):
+            policy.check([str(dev)], **kw)
+        [t] = policy.check([str(dev)], allow_fixed=True, **kw)
         assert not t.removable

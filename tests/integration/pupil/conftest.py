@@ -4,13 +4,14 @@ pupil build and desktop boots under TCG): selected with `-m heavy_vm`, see the R
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from provisioner.formats import manifest as fm
 
 from .helpers import deelit, record
 
@@ -40,7 +41,7 @@ def build(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Path:
 def built_profile(build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The resolved profile the build was made from, as YAML: verify and fleet use exactly
     the roles and vars that are in the image."""
-    resolved = json.loads((build / "manifest.json").read_text())["profile"]["resolved"]
+    resolved = fm.read(build / fm.FILENAME).profile.resolved
     path = tmp_path_factory.mktemp("profile") / f"{resolved['name']}.yaml"
     path.write_text(yaml.safe_dump(resolved, sort_keys=False))
     return path

@@ -11,7 +11,6 @@ lists inside the guest). Screenshots and measured figures go to $DEELIT_TEST_ART
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import shlex
@@ -28,6 +27,7 @@ import yaml
 from PIL import Image
 
 from provisioner.build import verify as verifier
+from provisioner.formats import manifest as fm
 from provisioner.profile import load_profile
 from provisioner.vm import VM, VMSpec, smbios_value
 
@@ -160,13 +160,13 @@ def test_tree_suites_pass(build: Path, built_profile: Path) -> None:
 
 
 def test_image_and_installed_size(build: Path, artifacts: Path) -> None:
-    manifest = json.loads((build / "manifest.json").read_text())
-    sizes = {a["name"]: a["size"] for a in manifest["artifacts"]}
+    manifest = fm.read(build / fm.FILENAME)
+    sizes = {a.name: a.size for a in manifest.artifacts}
     tree = verifier.built_tree(build, verifier.Cache())
     installed = int(subprocess.run(["du", "-sxb", str(tree)], capture_output=True, text=True,
                                    check=True).stdout.split()[0])
     record(artifacts, squashfs_bytes=sizes["filesystem.squashfs"], initrd_bytes=sizes["initrd.img"],
-           installed_bytes=installed, packages=len(manifest["packages"]))
+           installed_bytes=installed, packages=len(manifest.packages))
     assert sizes["filesystem.squashfs"] < installed
 
 

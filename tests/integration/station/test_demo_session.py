@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from provisioner.formats import manifest as fm
 from provisioner.lab import session
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -38,8 +39,8 @@ def test_session_serves_the_page_on_loopback_and_cleans_up(tmp_path: Path, ci_ou
         assert "deelit station" in httpx.get(f"{base}/station", timeout=10).text
         assert httpx.get(f"{base}/station/machines", timeout=10).status_code == 401
         assert sess.board() == []  # no laptop yet, but the token is accepted
-        assert httpx.get(f"{base}/station/image", timeout=10).json()["build_id"] in (
-            (ci_out / "manifest.json").read_text())
+        assert httpx.get(f"{base}/station/image", timeout=10).json()["build_id"] == (
+            fm.read(ci_out / fm.FILENAME).build_id)
         lan_dir, station = sess.lan.dir, sess.station
     assert not (made & namespaces()) and not lan_dir.exists() and not station.alive()
     assert (tmp_path / "logs" / "station.log").is_file() and (tmp_path / "logs" / "router.log").is_file()

@@ -8,7 +8,6 @@ here is the demo working; every check is in the test body, on what that path ret
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from provisioner import profile as profiles
 from provisioner.build import verify as verifier
+from provisioner.formats import manifest as fm
 from provisioner.lab import session, watch
 from provisioner.registry.identity import is_placeholder
 
@@ -73,7 +73,7 @@ def assert_imaged_and_ready(result: watch.Result, build_id: str) -> None:
 
 
 def build_id_of(out: Path) -> str:
-    return str(json.loads((out / "manifest.json").read_text())["build_id"])
+    return fm.read(out / fm.FILENAME).build_id
 
 
 def test_pxe_bios_laptop_end_to_end(tmp_path: Path, ci_out: Path, installer_out: Path) -> None:

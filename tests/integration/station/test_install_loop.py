@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse
 from provisioner.agent.blockdev import Safety
 from provisioner.agent.install import HEAD, FileSource, HttpSource, choose_target, install
 from provisioner.errors import DeelitError
-from provisioner.flash import bmap as bm
+from provisioner.formats import bmap as bm
 from provisioner.lab.postgres import free_port
 
 pytestmark = [pytest.mark.root]

@@ -6,7 +6,6 @@ Both take many minutes: they are `heavy_vm` (selected with `-m heavy_vm`, see th
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 import time
 from pathlib import Path
@@ -14,7 +13,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from provisioner.flash import bmap as bm
+from provisioner.formats import bmap as bm
+from provisioner.formats import manifest as fm
 from provisioner.lab.cafe import STATION_IP, Lan
 from provisioner.lab.laptop import DEELIT, Laptop, StationProcess, qemu_thresholds, wait_for
 from provisioner.registry.settings import Settings
@@ -85,7 +85,7 @@ def test_offline_stick_installs_and_queues(tmp_path: Path, ci_out: Path,
         [dev] = store.list_devices(serial="DL-USB-4R9")
         full = store.get_device(dev.asset_tag)
         assert full.status == "ready" and full.point == "MEC"
-        build_id = json.loads((ci_out / "manifest.json").read_text())["build_id"]
+        build_id = fm.read(ci_out / fm.FILENAME).build_id
         assert next(e for e in full.events if e.type == "imaged").build_id == build_id
         assert len(str(next(e for e in full.events if e.type == "wiped").details["certificate_sha256"])) == 64
     finally:

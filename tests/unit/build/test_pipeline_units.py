@@ -7,9 +7,13 @@ from pathlib import Path
 import pytest
 
 from provisioner.build import pipeline
+from provisioner.build.cache import Cache
 from provisioner.build.configure import failed_task
-from provisioner.build.manifest import installed_packages, purl
+from provisioner.build.context import BuildContext
+from provisioner.build.manifest import artifact_record, installed_packages, purl, write_manifest
+from provisioner.build.mirrors import Mirrors
 from provisioner.errors import DeelitError
+from provisioner.formats import manifest as fm
 from provisioner.profile import load_profile
 
 
@@ -80,3 +84,29 @@ def test_output_folder_that_is_not_ours_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DeelitError, match="not a deelit output folder"):
         pipeline._check_out_dir(tmp_path)
     pipeline._check_out_dir(tmp_path / "new")  # a new folder is fine
+
+
+def test_manifest_step_writes_what_every_reader_reads(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "var/lib/dpkg").mkdir(parents=True)
+    (tree / "var/lib/dpkg/status").write_text(
+        "Package: bash\nStatus: install ok installed\nVersion: 5.2.37-2\nArchitecture: amd64\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "vmlinuz").write_bytes(b"kernel")
+    prof = load_profile("ci")
+    roles = {"base": "b" * 64}
+    ctx = BuildContext(profile=prof, project=tmp_path, out_dir=out, cache=Cache(tmp_path / "c"),
+                       work=tmp_path, log=tmp_path / "log", mirrors=Mirrors("http://m.example/debian", None),
+                       source_date_epoch=1767225600, role_digests=roles,
+                       keys=keys_for("ci", roles), tree=tree,
+                       artifacts=[artifact_record(out / "vmlinuz", "kernel")])
+    written = write_manifest(ctx, out)
+    read = fm.read(out / fm.FILENAME)
+    assert read == written and read.format == fm.FORMAT
+    assert read.build_id.startswith("ci-") and read.created == "2026-01-01T00:00:00+00:00"
+    assert read.profile.digest == prof.digest() and read.cache_keys.tree == ctx.keys.tree
+    assert [(p.name, p.version) for p in read.packages] == [("bash", "5.2.37-2")]
+    assert [(a.name, a.kind, a.size) for a in read.artifacts] == [("vmlinuz", "kernel", 6)]
+    sums = (out / "SHA256SUMS").read_text()
+    assert sums.endswith("  vmlinuz\n") and "  manifest.json\n" in sums and "  sbom.cdx.json\n" in sums

@@ -11,10 +11,9 @@ import pytest
 import zstandard
 
 from provisioner.errors import DeelitError
-from provisioner.flash import bmap as bm
+from provisioner.flash import policy, readback, writer
 from provisioner.flash import source as src
-from provisioner.flash import targets as tg
-from provisioner.flash import writer
+from provisioner.formats import bmap as bm
 
 B = bm.BLOCK_SIZE
 
@@ -36,9 +35,9 @@ def image(tmp_path: Path) -> Path:
                       [(0, 2 * B), (3 << 20, 10 << 20), (20 << 20, 5), ((24 << 20), 1000)])
 
 
-def file_targets(tmp_path: Path, n: int, image: Path) -> list[tg.Target]:
+def file_targets(tmp_path: Path, n: int, image: Path) -> list[policy.Target]:
     paths = [str(tmp_path / f"out{i}.img") for i in range(n)]
-    return tg.check(paths, image_size=image.stat().st_size, source=image, to_file=True)
+    return policy.check(paths, image_size=image.stat().st_size, source=image, to_file=True)
 
 
 def test_three_file_targets_become_exact_copies(tmp_path: Path, image: Path) -> None:
@@ -71,7 +70,7 @@ def test_read_back_finds_a_changed_range(tmp_path: Path, image: Path) -> None:
     with t.path.open("r+b") as f:
         f.seek((5 << 20) + 17)
         f.write(b"X")
-    [state] = writer.verify(source, [t])
+    [state] = readback.verify(source, [t])
     assert not state.ok and state.verified_ok is False
     bad_blocks = {b for a, z in state.mismatches for b in range(a, z + 1)}
     assert ((5 << 20) + 17) // B in bad_blocks
@@ -205,7 +204,7 @@ def test_read_back_of_many_targets_judges_each_on_its_own_bytes(
     """Targets are compared with each other and one is hashed; a target that differs (also
     the one hashed, also in the second chunk of a range) is still judged on its own bytes."""
     if not memcmp:
-        monkeypatch.setattr(writer, "_MEMCMP", None)
+        monkeypatch.setattr(readback, "_MEMCMP", None)
     source = src.open_source(image)
     targets = file_targets(tmp_path, 4, image)
     assert writer.flash(source, targets, verify=False).ok
@@ -215,7 +214,7 @@ def test_read_back_of_many_targets_judges_each_on_its_own_bytes(
     hits[3] = _corrupt(targets[3].path, (12 << 20) + 7)
     with open(targets[1].path, "r+b") as f:  # and one that is short: its last range is bad
         f.truncate(24 << 20)
-    states = writer.verify(source, targets)
+    states = readback.verify(source, targets)
     ranges = source.bmap.ranges
     for i, s in enumerate(states):
         bad = {b for a, z in s.mismatches for b in range(a, z + 1)}
@@ -244,8 +243,8 @@ def test_read_back_failure_of_one_target_leaves_the_others(
             raise OSError(5, "Input/output error")
         return real(fd, bufs, offset)
 
-    monkeypatch.setattr(writer.os, "preadv", preadv)
-    states = writer.verify(source, targets)
+    monkeypatch.setattr(readback.os, "preadv", preadv)
+    states = readback.verify(source, targets)
     assert [s.ok for s in states] == [True, False, True]
     assert "read-back failed: Input/output error" in (states[1].error or "")
     assert states[0].verified_ok is True and states[2].verified_ok is True

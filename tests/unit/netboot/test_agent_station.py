@@ -42,7 +42,8 @@ def test_refuses_unknown_action_and_nowhere_to_report() -> None:
 def test_staged_agent_imports_nothing_of_the_host_side(tmp_path: Path) -> None:
     dest = staging.stage_agent(tmp_path / "agent")
     names = {p.relative_to(dest).as_posix() for p in dest.rglob("*.py")}
-    assert "provisioner/agent/station.py" in names and "provisioner/flash/bmap.py" in names
+    assert "provisioner/agent/station.py" in names and "provisioner/formats/bmap.py" in names
+    assert "provisioner/formats/manifest.py" in names
     assert not any(n.startswith(("provisioner/build", "provisioner/netboot", "provisioner/registry"))
                    for n in names)
     # the agent's own CLI (`deelit agent …` on the installer) goes along

@@ -9,12 +9,13 @@ import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from provisioner.errors import DeelitError
-from provisioner.flash import bmap as bm
+from provisioner.formats import bmap as bm
 from provisioner.netboot import dnsmasq, images, scripts, server
 from provisioner.netboot.config import StationConfig
 from provisioner.netboot.http import create_app
@@ -46,7 +47,8 @@ def store(cfg: StationConfig) -> Iterator[Store]:
     s.close()
 
 
-def make_image(folder: Path, build_id: str = "ci-20260101-abc", size: int = 8 << 20) -> bm.BlockMap:
+def make_image(folder: Path, manifest: dict[str, Any], build_id: str = "ci-20260101-abc",
+               size: int = 8 << 20) -> bm.BlockMap:
     """A sparse raw image with two mapped islands, compressed like the disk artifact ships it."""
     folder.mkdir(parents=True, exist_ok=True)
     raw = folder / "ci.img"
@@ -59,8 +61,7 @@ def make_image(folder: Path, build_id: str = "ci-20260101-abc", size: int = 8 <<
     block_map = bm.create(raw)
     block_map.write(folder / "ci.bmap")
     subprocess.run(["zstd", "-q", "--rm", "-f", str(raw)], check=True)
-    (folder / "manifest.json").write_text(json.dumps({"build_id": build_id,
-                                                      "profile": {"name": "ci"}}))
+    (folder / "manifest.json").write_text(json.dumps(manifest | {"build_id": build_id}))
     return block_map
 
 
@@ -189,8 +190,9 @@ def test_action_from_registry_status_and_station_book(cfg: StationConfig, store:
     assert scripts.decide(ready, "wipe-install", book, store).action == "local"
 
 
-def test_prepare_expands_image_once_and_refuses_mismatch(cfg: StationConfig) -> None:
-    block_map = make_image(cfg.image_dir)
+def test_prepare_expands_image_once_and_refuses_mismatch(cfg: StationConfig,
+                                                        manifest_data: dict[str, Any]) -> None:
+    block_map = make_image(cfg.image_dir, manifest_data)
     prepared = images.prepare(cfg.image_dir, cfg.data_dir)
     assert prepared.build_id == "ci-20260101-abc" and prepared.size == 8 << 20
     assert prepared.mapped_bytes == block_map.mapped_blocks * 4096
@@ -199,25 +201,29 @@ def test_prepare_expands_image_once_and_refuses_mismatch(cfg: StationConfig) -> 
     stamp = prepared.raw.stat().st_mtime_ns
     assert images.prepare(cfg.image_dir, cfg.data_dir).raw.stat().st_mtime_ns == stamp
     other = cfg.image_dir.parent / "other"
-    make_image(other, "other-build")
-    make_image(other / "bigger", "bigger", size=9 << 20)
+    make_image(other, manifest_data, "other-build")
+    make_image(other / "bigger", manifest_data, "bigger", size=9 << 20)
     (other / "bigger" / "ci.bmap").replace(other / "ci.bmap")  # the map of another image
     with pytest.raises(DeelitError, match="do not match"):
         images.prepare(other, cfg.data_dir)
     assert not (cfg.data_dir / "images" / "other-build").exists()
 
 
-def test_prepare_names_what_is_missing(cfg: StationConfig) -> None:
+def test_prepare_names_what_is_missing(cfg: StationConfig, manifest_data: dict[str, Any]) -> None:
     cfg.image_dir.mkdir()
     with pytest.raises(DeelitError, match=r"manifest.json: missing"):
         images.prepare(cfg.image_dir, cfg.data_dir)
-    (cfg.image_dir / "manifest.json").write_text('{"build_id": "x"}')
+    (cfg.image_dir / "manifest.json").write_text(json.dumps(manifest_data | {"build_id": "../x"}))
+    with pytest.raises(DeelitError, match=r"manifest.json: .*key build_id: '../x' is not a safe"):
+        images.prepare(cfg.image_dir, cfg.data_dir)
+    assert not (cfg.data_dir / "x").exists()
+    (cfg.image_dir / "manifest.json").write_text(json.dumps(manifest_data))
     with pytest.raises(DeelitError, match=r"no disk image"):
         images.prepare(cfg.image_dir, cfg.data_dir)
 
 
-def test_http_service(cfg: StationConfig, store: Store) -> None:
-    make_image(cfg.image_dir)
+def test_http_service(cfg: StationConfig, store: Store, manifest_data: dict[str, Any]) -> None:
+    make_image(cfg.image_dir, manifest_data)
     prepared = images.prepare(cfg.image_dir, cfg.data_dir)
     token = store.create_token("pxe-test", scope="agent")
     station = {"Authorization": f"Bearer {store.create_token('pxe-test')}"}

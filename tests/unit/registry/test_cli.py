@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -36,13 +37,10 @@ def test_token_create_prints_token_last(tmp_path: Path) -> None:
                       catch_exceptions=False)
 
 
-def test_add_build_import_export_label(tmp_path: Path) -> None:
+def test_add_build_import_export_label(tmp_path: Path, manifest_data: dict[str, Any]) -> None:
     data = ["--data", str(tmp_path / "d")]
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({
-        "build_id": "pupil-20260510-1", "profile": {"name": "pupil", "digest": "sha256:ab"},
-        "created": "2026-05-10T10:00:00Z", "packages": [{"name": "bash"}],
-        "artifacts": [{"name": "pupil.img.zst", "size": 123, "sha256": "1" * 64}]}))
+    manifest.write_text(json.dumps(manifest_data | {"build_id": "pupil-20260510-1"}))
     assert "recorded" in run("add-build", str(manifest), *data)
     assert "already" in run("add-build", str(manifest), *data)
     queue = tmp_path / "q"
@@ -66,12 +64,14 @@ def test_add_build_import_export_label(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # a fresh interpreter importing the whole CLI: seconds on a busy machine
-def test_errors_are_one_line_and_nonzero(tmp_path: Path) -> None:
+def test_errors_are_one_line_and_nonzero(tmp_path: Path, manifest_data: dict[str, Any]) -> None:
     bad = tmp_path / "manifest.json"
-    bad.write_text(json.dumps({"build_id": "x", "profile": {"name": "p"}}))
+    del manifest_data["profile"]["digest"]
+    bad.write_text(json.dumps(manifest_data))
     proc = subprocess.run([sys.executable, "-m", "provisioner.cli", "registry", "add-build",
                            str(bad), "--data", str(tmp_path)], capture_output=True, text=True,
                           timeout=60, check=False)
     assert proc.returncode == 1
-    assert "manifest.json: key profile.digest" in proc.stderr
+    assert "manifest.json: not a valid deelit build manifest" in proc.stderr
+    assert "key profile.digest: Field required" in proc.stderr
     assert "Traceback" not in proc.stderr

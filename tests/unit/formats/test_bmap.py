@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from provisioner.errors import DeelitError
-from provisioner.flash import bmap as bm
+from provisioner.formats import bmap as bm
 
 B = bm.BLOCK_SIZE
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.flash import targets as tg
+from provisioner.flash import policy as pol
 
 
 def digest(p: Path) -> str:
@@ -25,9 +25,9 @@ def image(tmp_path: Path) -> Path:
     return p
 
 
-def refusal(paths: list[str], image: Path, *, to_file: bool = False) -> list[tg.Refusal]:
-    with pytest.raises(tg.TargetRefused) as exc:
-        tg.check(paths, image_size=image.stat().st_size, source=image, to_file=to_file)
+def refusal(paths: list[str], image: Path, *, to_file: bool = False) -> list[pol.Refusal]:
+    with pytest.raises(pol.TargetRefused) as exc:
+        pol.check(paths, image_size=image.stat().st_size, source=image, to_file=to_file)
     assert exc.value.exit_code == 2
     return exc.value.refusals
 
@@ -58,8 +58,8 @@ def test_plain_file_is_refused_without_to_file(image: Path, tmp_path: Path) -> N
 
 
 def test_character_device_is_refused() -> None:
-    with pytest.raises(tg.TargetRefused) as exc:
-        tg.check(["/dev/null"], image_size=1, source=None, to_file=True)
+    with pytest.raises(pol.TargetRefused) as exc:
+        pol.check(["/dev/null"], image_size=1, source=None, to_file=True)
     assert "not a block device" in exc.value.refusals[0].reason
 
 
@@ -97,42 +97,7 @@ def test_one_bad_target_refuses_all_and_lists_every_reason(image: Path, tmp_path
 def test_accepted_file_targets(image: Path, tmp_path: Path) -> None:
     existing = tmp_path / "e.img"
     existing.write_bytes(b"x")
-    ts = tg.check([str(existing), str(tmp_path / "n.img")], image_size=10, source=image,
+    ts = pol.check([str(existing), str(tmp_path / "n.img")], image_size=10, source=image,
                   to_file=True)
     assert [t.is_file for t in ts] == [True, True]
     assert not (tmp_path / "n.img").exists()  # checking creates nothing
-
-
-def fake_node(sysfs: Path, rel: str, dev: str, **files: str) -> Path:
-    node = sysfs / rel
-    node.mkdir(parents=True)
-    (node / "dev").write_text(dev + "\n")
-    for name, text in files.items():
-        (node / name).write_text(text)
-    (sysfs / "dev" / "block").mkdir(parents=True, exist_ok=True)
-    (sysfs / "dev" / "block" / dev).symlink_to(node)
-    return node
-
-
-def test_disks_under_follows_partitions_and_device_mapper(tmp_path: Path) -> None:
-    sysfs = tmp_path / "sys"
-    sda = fake_node(sysfs, "devices/pci0/ata1/block/sda", "8:0", size="100")
-    fake_node(sysfs, "devices/pci0/ata1/block/sda/sda2", "8:2", partition="2")
-    fake_node(sysfs, "devices/pci0/nvme/block/nvme0n1", "259:0", size="100")
-    dm = fake_node(sysfs, "devices/virtual/block/dm-0", "253:0")
-    (dm / "slaves").mkdir()
-    (dm / "slaves" / "sda2").symlink_to(sda / "sda2")
-    assert tg._disks_under((253, 0), sysfs) == {"sda"}
-    assert tg._disks_under((8, 2), sysfs) == {"sda"}
-    assert tg._disks_under((259, 0), sysfs) == {"nvme0n1"}
-    assert tg._disks_under((1, 1), sysfs) == set()
-
-
-def test_mountinfo_parsing_unescapes_paths(tmp_path: Path) -> None:
-    info = tmp_path / "mountinfo"
-    info.write_text(
-        "36 35 98:0 / /mnt/my\\040stick rw,noatime master:1 - ext4 /dev/sdb1 rw\n"
-        "37 35 0:45 / /home rw shared:2 - btrfs /dev/mapper/x rw\n")
-    ms = tg.mounts(info)
-    assert ms[0] == tg.Mount((98, 0), "/mnt/my stick", "/dev/sdb1")
-    assert ms[1].devno == (0, 45) and ms[1].source == "/dev/mapper/x"
