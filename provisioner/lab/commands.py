@@ -52,7 +52,8 @@ def demo(
         "--keep", help="when imaged, leave station, page and laptop running (with SSH) "
         "until Ctrl-C")] = False,
     profile: Annotated[str, typer.Option(
-        help="the image the station installs (a profile with outputs.disk)")] = "ci",
+        help="the image the station installs (a profile with outputs.disk): pupil, the family "
+             "laptop, ends at its first-boot dialog; ci is the quick variant")] = "pupil",
     image: Annotated[Path | None, typer.Option(help="its build folder (default out/PROFILE)")] = None,
     installer: Annotated[Path, typer.Option(
         help="build folder of the installer (built from the installer profile)")] = Path("out/installer"),

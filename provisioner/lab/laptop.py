@@ -20,6 +20,7 @@ import yaml
 
 from provisioner.errors import DeelitError
 from provisioner.lab.cafe import STATION_IP, STATION_PORT, Lan, last_line
+from provisioner.lab.qmp import QMP
 from provisioner.registry.schemas import DeviceWithEvents
 from provisioner.registry.settings import Settings
 from provisioner.registry.store import Store
@@ -45,6 +46,9 @@ class Laptop:
     firmware: Firmware = "bios"
     disk_bytes: int = 64 << 30  # sparse; the grading rejects disks under 60 GB
     ssh_pubkey: str | None = None
+    # systemd credentials handed over as SMBIOS type 11 strings (name -> value), e.g. the
+    # first-boot answers a test seeds; QEMU passes them, a real laptop never has any.
+    credentials: dict[str, str] = field(default_factory=dict)
     memory_mib: int = 2048
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
@@ -55,6 +59,7 @@ class Laptop:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.disk = self.workdir / "disk.raw"
         self.console = self.workdir / "console.log"
+        self.qmp_socket = self.workdir / "qmp.sock"
 
     def argv(self) -> list[str]:
         tap = self.lan.add_tap(f"tap{self.name[-6:]}")
@@ -64,6 +69,7 @@ class Laptop:
             "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2",
             "-m", str(self.memory_mib), "-display", "none", "-monitor", "none",
             "-serial", f"file:{self.console}",
+            "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",  # screenshots, keys
             "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no",
             "-device", f"virtio-net-pci,netdev=n0,mac={self.mac},bootindex=1{self._nic_rom()}",
             "-drive", f"file={self.disk},format=raw,if=none,id=d0,cache=unsafe",
@@ -74,8 +80,11 @@ class Laptop:
             "-smbios", f"type=1,serial={smbios_value(self.serial)},manufacturer=DEELIT-TEST,"
                        "product=VirtualLaptop",
         ]
+        creds = dict(self.credentials)
         if self.ssh_pubkey:
-            cred = f"io.systemd.credential:ssh.authorized_keys.root={self.ssh_pubkey.strip()}"
+            creds["ssh.authorized_keys.root"] = self.ssh_pubkey.strip()
+        for name, value in creds.items():
+            cred = f"io.systemd.credential:{name}={value}"
             argv += ["-smbios", f"type=11,value={smbios_value(cred)}"]
         if self.firmware == "bios":
             argv += ["-machine", "q35,graphics=off"]  # SeaBIOS mirrors the screen (iPXE) to serial
@@ -110,6 +119,11 @@ class Laptop:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def screenshot(self, png: Path) -> Path:
+        """What the laptop's screen shows now, as PNG."""
+        with QMP(self.qmp_socket, timeout=10) as qmp:
+            return qmp.screenshot(png)
 
     def power_off(self) -> None:
         if self.proc is not None:

@@ -25,9 +25,19 @@ from typing import Any, Protocol
 import httpx
 
 from provisioner.errors import DeelitError
+from provisioner.formats import manifest as fm
 from provisioner.lab.cafe import STATION_IP, STATION_PORT, Lan, last_line, ssh_banner
 from provisioner.lab.laptop import Laptop, StationProcess
-from provisioner.lab.watch import DISK_BOOT_MARK, ConsoleWatch, LaptopSpec, Result, Tracker, clock
+from provisioner.lab.watch import (
+    DISK_BOOT_MARK,
+    FIRSTBOOT_MARK,
+    ConsoleWatch,
+    LaptopSpec,
+    Result,
+    Tracker,
+    clock,
+    shows_whiptail_dialog,
+)
 from provisioner.vm import OVMF, OVMF_DIR, Firmware
 
 FIRMWARES: tuple[str, ...] = ("bios", "uefi")
@@ -143,6 +153,8 @@ class Session:
         self.laptops: list[Laptop] = []
         self.trackers: list[Tracker] = []
         self._consoles: dict[str, ConsoleWatch] = {}
+        self._firstboot: dict[str, ConsoleWatch] = {}
+        self.asks_first_boot = False  # the image has the firstboot role
         self._rows: list[dict[str, Any]] = []
 
     def __enter__(self) -> Session:
@@ -167,7 +179,12 @@ class Session:
                                   "(deelit build installer)")
         if not any(self.image_dir.glob("*.img.zst")):
             raise DeelitError(f"{self.image_dir}: no disk image (NAME.img.zst); build a profile "
-                              "with outputs.disk (deelit build ci)")
+                              "with outputs.disk (deelit build pupil)")
+        roles = fm.read(self.image_dir / fm.FILENAME).profile.resolved.get("roles", [])
+        self.asks_first_boot = any(r.get("name") == "firstboot" for r in roles)
+        if self.logs is not None:  # a screenshot of an earlier run must not pass for this one's
+            for old in self.logs.glob("laptop*-firstboot.png"):
+                old.unlink()
         self.view.line("starting the café: router (plain DHCP), station (proxy-DHCP, TFTP, HTTP)…")
         self.lan = Lan(self.tag)
         self.lan.up()
@@ -189,11 +206,13 @@ class Session:
         for spec in specs:
             name = f"laptop{len(self.laptops) + 1}"
             laptop = Laptop(self.lan, name, spec.serial, spec.mac, spec.firmware,
-                            ssh_pubkey=self.ssh_pubkey)
+                            ssh_pubkey=self.ssh_pubkey, credentials=dict(spec.credentials))
             laptop.power_on()
             self.laptops.append(laptop)
-            self.trackers.append(Tracker(name, spec))
+            self.trackers.append(Tracker(name, spec, want_dialog=self.asks_first_boot
+                                         and not spec.seeds_first_boot))
             self._consoles[name] = ConsoleWatch(laptop.console, DISK_BOOT_MARK)
+            self._firstboot[name] = ConsoleWatch(laptop.console, FIRSTBOOT_MARK)
             self.view.line(f"{clock(0):>7}  {spec.serial}  power-on   {spec.firmware}, MAC {spec.mac}, "
                            "blank 64 GiB NVMe disk")
         return self.trackers[-len(specs):]
@@ -231,6 +250,9 @@ class Session:
                 for text in tracker.observe(time.monotonic() - lt.started_at, rows, device, disk,
                                             console.phase):
                     self.view.line(text)
+                if tracker.booted and tracker.want_dialog and self._firstboot[lt.name].check():
+                    for text in self._look_for_dialog(lt, tracker):
+                        self.view.line(text)
                 if tracker.failed:
                     raise DeelitError(f"{lt.serial}: the agent failed: {tracker.failed}{self._where()}")
                 if not lt.alive():
@@ -240,7 +262,8 @@ class Session:
             self.view.update(self.trackers)
             if all(t.done for t in self.trackers):
                 return [Result(t.name, t.spec, t.registered_s or 0.0, t.ready_s or 0.0,
-                               t.disk_boot_s or 0.0, t.device)  # type: ignore[arg-type]
+                               t.disk_boot_s or 0.0, t.device,  # type: ignore[arg-type]
+                               t.dialog_s, t.screenshot)
                         for t in self.trackers]
             if time.monotonic() - started > timeout:
                 late = [t for t in self.trackers if not t.done]
@@ -250,6 +273,18 @@ class Session:
                     f"console: {last_line(self.laptops[self.trackers.index(late[0])].console_text())})"
                     f"{self._where()}")
             time.sleep(self.poll_every)
+
+    def _look_for_dialog(self, laptop: Laptop, tracker: Tracker) -> list[str]:
+        """The unit has started: a screenshot shows whether its dialog is drawn yet."""
+        folder = self.logs or laptop.workdir
+        png = folder / f"{laptop.name}-firstboot.png"
+        try:
+            laptop.screenshot(png)
+        except (OSError, RuntimeError, ConnectionError):
+            return []  # QEMU busy or gone: the next round looks again, or the liveness check says
+        if not shows_whiptail_dialog(png):
+            return []
+        return tracker.dialog_shown(time.monotonic() - laptop.started_at, png)
 
     def ssh_port(self, tracker: Tracker, timeout: float) -> int:
         """A loopback port reaching the laptop's SSH, following its newest router lease."""

@@ -22,6 +22,10 @@ from provisioner.registry.schemas import DeviceWithEvents
 from provisioner.vm import Firmware
 
 DISK_BOOT_MARK = "deelit: loading Linux from UUID"  # the installed system's GRUB, on the console
+# systemd's status line for the firstboot role's unit (its Description), on the serial console;
+# the dialog itself is drawn on the screen (tty1), which a screenshot shows.
+FIRSTBOOT_MARK = "DEEL IT: eerste start"
+FIRSTBOOT_CREDENTIALS = "deelit.firstboot."  # seeded answers: no dialog, the accounts are made
 PERCENT_STAGES = frozenset({"download", "wipe", "install", "verify", "done"})
 # The installer's boot, read off the laptop's serial console while the station board still says
 # "pxe" (its agent reports from "inventory" on): (console text, stage, message), in boot order.
@@ -58,6 +62,12 @@ class LaptopSpec:
     serial: str
     mac: str
     firmware: Firmware = "bios"
+    # systemd credentials handed to the laptop (SMBIOS type 11), e.g. seeded first-boot answers
+    credentials: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def seeds_first_boot(self) -> bool:
+        return any(name.startswith(FIRSTBOOT_CREDENTIALS) for name, _ in self.credentials)
 
 
 def clock(seconds: float) -> str:
@@ -84,6 +94,9 @@ class Tracker:
     registered_s: float | None = None
     ready_s: float | None = None
     disk_boot_s: float | None = None
+    want_dialog: bool = False  # the image asks first-boot questions and none were seeded
+    dialog_s: float | None = None
+    screenshot: Path | None = None
     device: DeviceWithEvents | None = None
     failed: str | None = None
     _shown: tuple[str, str] = ("", "")
@@ -95,8 +108,19 @@ class Tracker:
         return not is_placeholder(self.spec.serial)
 
     @property
-    def done(self) -> bool:
+    def booted(self) -> bool:
         return self.ready_s is not None and self.disk_boot_s is not None
+
+    @property
+    def done(self) -> bool:
+        return self.booted and (not self.want_dialog or self.dialog_s is not None)
+
+    def dialog_shown(self, elapsed: float, screenshot: Path) -> list[str]:
+        """The first-boot dialog is on the laptop's screen (seen in `screenshot`)."""
+        if self.dialog_s is not None:
+            return []
+        self.dialog_s, self.screenshot, self.elapsed = elapsed, screenshot, elapsed
+        return [self._say(elapsed, "first boot", f"the first-boot dialog is on the screen: {screenshot}")]
 
     def matches(self, row: Mapping[str, Any]) -> bool:
         mac = self.spec.mac.lower()
@@ -179,7 +203,8 @@ def render(trackers: Sequence[Tracker]) -> Table:
             stage = Text(t.stage, style="cyan")
         marks = [f"{what} {clock(s)}" for what, s in (("registered", t.registered_s),
                                                       ("ready", t.ready_s),
-                                                      ("disk", t.disk_boot_s)) if s is not None]
+                                                      ("disk", t.disk_boot_s),
+                                                      ("dialog", t.dialog_s)) if s is not None]
         table.add_row(t.spec.serial, t.spec.firmware, clock(t.elapsed), stage, _bar(t.percent),
                       " · ".join(marks) or "-", t.message)
     return table
@@ -193,6 +218,8 @@ class Result:
     ready_s: float
     disk_boot_s: float
     device: DeviceWithEvents
+    dialog_s: float | None = None  # power-on -> the first-boot dialog on the screen
+    screenshot: Path | None = None  # of that dialog
 
 
 def summary(result: Result) -> list[tuple[str, str]]:
@@ -209,6 +236,8 @@ def summary(result: Result) -> list[tuple[str, str]]:
         ("power-on → registered", clock(result.registered_s)),
         ("power-on → ready", clock(result.ready_s)),
         ("power-on → disk boot", clock(result.disk_boot_s)),
+        *([("power-on → first-boot dialog", clock(result.dialog_s))] if result.dialog_s else []),
+        *([("screenshot", str(result.screenshot))] if result.screenshot else []),
         ("serial", dev.serial or "-"),
         ("asset tag", dev.asset_tag),
         ("status", dev.status),
@@ -241,3 +270,15 @@ class ConsoleWatch:
         self.recent = (self.recent + data)[-self.RECENT:]
         self.phase = boot_phase(self.recent) or self.phase  # a mark scrolled away: keep the last
         return self.found
+
+
+def shows_whiptail_dialog(png: Path) -> bool:
+    """Whether a screenshot shows a whiptail dialog on the text console: newt's blue screen
+    (VGA blue, 0/0/170) around a grey box (170/170/170), as the firstboot role draws it."""
+    from PIL import Image  # only the lab judges screens
+
+    with Image.open(png) as shot:
+        pixels = list(shot.convert("RGB").resize((160, 100)).getdata())
+    blue = sum(1 for r, g, b in pixels if r < 40 and g < 40 and b > 140) / len(pixels)
+    grey = sum(1 for r, g, b in pixels if 150 < r < 200 and abs(r - g) < 20 and abs(g - b) < 20) / len(pixels)
+    return blue > 0.3 and grey > 0.05

@@ -1,61 +1,20 @@
-"""A minimal QMP client: screenshots and key presses on a QEMU guest (no extra dependency)."""
+"""Screenshots of a QEMU guest as images, and the measures the pupil tests judge screens by."""
 
 from __future__ import annotations
 
-import json
-import socket
-import time
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from provisioner.lab import qmp as lab_qmp
 
-class QMP:
-    def __init__(self, path: Path, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.sock = socket.socket(socket.AF_UNIX)
-                self.sock.connect(str(path))
-                break
-            except OSError:
-                self.sock.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        self.sock.settimeout(120)
-        self.reader = self.sock.makefile("r")
-        json.loads(self.reader.readline())  # greeting
-        self.execute("qmp_capabilities")
 
-    def execute(self, command: str, **arguments: Any) -> Any:
-        self.sock.sendall(json.dumps({"execute": command, "arguments": arguments}).encode() + b"\n")
-        while True:
-            reply = json.loads(self.reader.readline())
-            if "return" in reply:
-                return reply["return"]
-            if "error" in reply:
-                raise RuntimeError(f"QMP {command}: {reply['error']}")
-            # anything else is an asynchronous event: skip it
+class QMP(lab_qmp.QMP):
+    """The lab's QMP client, with screenshots as images to judge."""
 
-    def screenshot(self, png: Path) -> Image.Image:
-        """The guest's screen as PNG (QEMU writes PPM; the file tool and people want PNG)."""
-        ppm = png.with_suffix(".ppm")
-        self.execute("screendump", filename=str(ppm))
-        image = Image.open(ppm).convert("RGB")
-        image.save(png)
-        ppm.unlink()
-        return image
-
-    def key(self, *names: str) -> None:
-        """Presses the keys together (QEMU qcode names: ret, esc, tab, alt, …)."""
-        keys = [{"type": "qcode", "data": n} for n in names]
-        self.execute("send-key", keys=keys)
-
-    def close(self) -> None:
-        self.reader.close()
-        self.sock.close()
+    def screenshot(self, png: Path) -> Image.Image:  # type: ignore[override]
+        return Image.open(super().screenshot(png)).convert("RGB")
 
 
 def _pixels(image: Image.Image) -> list[tuple[int, int, int]]:

@@ -339,3 +339,45 @@ def test_registry_lines_name_each_kind_of_event_once(store: Store) -> None:
     again = t.observe(365, [], store.get_device(dev.asset_tag), False)
     assert len(again) == 1 and again[0].endswith("registry   inventoried"), again
     assert t.observe(367, [], store.get_device(dev.asset_tag), False) == []
+
+
+# -- the first-boot dialog (the pupil image) --------------------------------------------------
+
+
+def test_a_tracker_that_wants_the_dialog_is_done_only_once_it_is_on_the_screen(tmp_path: Path) -> None:
+    t = watch.Tracker("laptop1", watch.LaptopSpec(SERIAL, MAC), want_dialog=True)
+    t.ready_s, t.disk_boot_s = 460.0, 530.0
+    assert t.booted and not t.done
+    shot = tmp_path / "laptop1-firstboot.png"
+    lines = t.dialog_shown(610.0, shot)
+    assert t.done and t.dialog_s == 610.0 and t.screenshot == shot
+    assert len(lines) == 1 and "first-boot dialog" in lines[0] and str(shot) in lines[0]
+    assert t.dialog_shown(700.0, shot) == [] and t.dialog_s == 610.0  # the first sighting counts
+    result = watch.Result("laptop1", t.spec, 230.0, 460.0, 530.0, None, 610.0, shot)  # type: ignore[arg-type]
+    assert result.dialog_s == 610.0
+
+
+def test_seeded_first_boot_answers_mean_no_dialog_to_wait_for() -> None:
+    seeded = watch.LaptopSpec(SERIAL, MAC, credentials=(("deelit.firstboot.child-name", "Noor"),))
+    assert seeded.seeds_first_boot
+    assert not watch.LaptopSpec(SERIAL, MAC, credentials=(("ssh.authorized_keys.root", "k"),)).seeds_first_boot
+
+
+def _screen(tmp_path: Path, name: str, background: tuple[int, int, int],
+            box: tuple[int, int, int] | None) -> Path:
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (720, 400), background)
+    if box is not None:
+        ImageDraw.Draw(image).rectangle((80, 100, 640, 300), fill=box)
+    path = tmp_path / name
+    image.save(path)
+    return path
+
+
+def test_whiptail_dialog_is_told_from_other_screens(tmp_path: Path) -> None:
+    vga_blue, vga_grey = (0, 0, 170), (170, 170, 170)
+    assert watch.shows_whiptail_dialog(_screen(tmp_path, "dialog.png", vga_blue, vga_grey))
+    assert not watch.shows_whiptail_dialog(_screen(tmp_path, "console.png", (0, 0, 0), vga_grey))
+    assert not watch.shows_whiptail_dialog(_screen(tmp_path, "blue.png", vga_blue, None))
+    assert not watch.shows_whiptail_dialog(_screen(tmp_path, "desktop.png", (40, 90, 160), (230, 230, 230)))
