@@ -1,4 +1,4 @@
-"""`deelit fleet apply`: the profile's roles, re-run over SSH (paramiko) on deployed laptops.
+"""`deelit fleet apply`: the profile's roles, re-run over SSH on deployed laptops.
 
 The inventory (`inventory/<point>/`) is a plain Ansible inventory: hosts, and group_vars with
 the point's name, contact details and support server. Those override the roles' defaults,
@@ -7,15 +7,26 @@ the same deelit_* play vars the build uses.
 
 The `base` role is left out on laptops in use: it asserts that the image holds no account
 with a usable password, which is no longer true, by design, once the parent has chosen one.
+
+SSH is Ansible's `ssh` connection (the OpenSSH client): one control master per laptop
+(ControlMaster/ControlPersist), reused by every task, and pipelining (one SSH channel per
+task). The control sockets live in a private folder of the run (mode 0700, a short path: a
+UNIX socket path must stay under ~104 bytes); the masters are told to exit and the folder is
+removed before `apply` returns, so no ssh process outlives the run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +36,7 @@ import typer
 from jinja2 import Environment, StrictUndefined
 from rich.console import Console
 
+from provisioner import procs
 from provisioner.build.mirrors import resolve_mirrors
 from provisioner.errors import DeelitError
 from provisioner.profile import ROLES_DIR, Profile, load_profile
@@ -105,6 +117,111 @@ def check_inventory(inventory: Path) -> None:
         raise DeelitError(f"{inventory}: no such inventory (a folder like inventory/example)")
 
 
+# How long an idle control master waits for the next task before it exits by itself. `apply`
+# closes the masters at the end anyway; this only bounds what a killed run leaves behind.
+CONTROL_PERSIST = "60s"
+# `%C`: ssh's hash (40 hex) of local host, remote host, port, user: one socket per laptop.
+CONTROL_SOCKET = "%C"
+# sun_path holds 108 bytes with its NUL; ssh first binds `<ControlPath>.<16 random>`, then
+# renames it.
+_SOCKET_PATH_MAX = 107
+_SOCKET_NAME_LEN = 40 + 1 + 16
+
+
+def _short_tmp() -> str:
+    """Where the run's folder goes: $TMPDIR if its path is short, else /tmp (socket paths)."""
+    base = tempfile.gettempdir()
+    return base if len(os.fsencode(base)) <= 20 else "/tmp"
+
+
+def control_dir(work: Path) -> Path:
+    """The run's private folder for ssh's control sockets."""
+    folder = work / "ssh"
+    if len(os.fsencode(folder)) + 1 + _SOCKET_NAME_LEN > _SOCKET_PATH_MAX:
+        raise DeelitError(f"{folder}: too long a path for SSH control sockets")
+    folder.mkdir(mode=0o700)
+    folder.chmod(0o700)  # whatever the umask
+    return folder
+
+
+def ssh_args(sockets: Path, host_key_check: bool) -> str:
+    """ANSIBLE_SSH_ARGS: Ansible's defaults (compression, ControlMaster=auto, ControlPersist)
+    with the run's own ControlPath, set here rather than through control_path so that it comes
+    first: ssh keeps the first value of an option, and the inventory's ssh_common_args or
+    ssh_extra_args come later. With host key checking off, nothing is written to known_hosts
+    either: a lab VM's key has no place in root's known_hosts."""
+    control_path = f"{str(sockets).replace('%', '%%')}/{CONTROL_SOCKET}"
+    args = ["-C", "-o", "ControlMaster=auto", "-o", f"ControlPersist={CONTROL_PERSIST}",
+            "-o", f"ControlPath={control_path}"]
+    if not host_key_check:
+        args += ["-o", "UserKnownHostsFile=/dev/null"]
+    return shlex.join(args)
+
+
+def ansible_env(work: Path, sockets: Path, *, host_key_check: bool, roles_dir: Path) -> dict[str, str]:
+    """The environment of ansible-playbook: every setting it needs, none from ~/.ansible.cfg."""
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "ANSIBLE_CONFIG": str(work / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(roles_dir.resolve()),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_RETRY_FILES_ENABLED": "0",
+        "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
+        "ANSIBLE_LOCAL_TEMP": str(work / "local"),
+        "ANSIBLE_HOME": str(work / "home"),
+        "ANSIBLE_HOST_KEY_CHECKING": "True" if host_key_check else "False",
+        "ANSIBLE_SSH_ARGS": ssh_args(sockets, host_key_check),
+        # Should the inventory set its own ssh_args, with ControlPersist but no ControlPath:
+        # the sockets still go to the run's folder, not ~/.ansible/cp.
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(sockets),
+        # One SSH channel per task instead of four or five (mkdir, put, chmod, run, rm):
+        # laptops are reached as root, so no sudo and no requiretty stand in the way.
+        "ANSIBLE_PIPELINING": "True",
+    }
+
+
+def ansible_argv(inventory: Path, limit: str | None, playbook: Path) -> list[str]:
+    """ansible-playbook runs in the run's folder: the inventory goes in as an absolute path."""
+    return ["ansible-playbook", "-i", str(inventory.resolve()), "-c", "ansible.builtin.ssh",
+            *(["--limit", limit] if limit else []), str(playbook)]
+
+
+def close_masters(sockets: Path, timeout: float = 10) -> None:
+    """Tells the control master behind each socket in `sockets` to exit (`ssh -O exit`), and
+    waits until it has; one that will not is sent SIGTERM."""
+    pids = []
+    for sock in sorted(sockets.iterdir()) if sockets.is_dir() else []:
+        if not sock.is_socket():
+            continue
+        base = ["ssh", "-F", "/dev/null", "-o", f"ControlPath={str(sock).replace('%', '%%')}"]
+        try:
+            check = subprocess.run([*base, "-O", "check", "deelit-fleet"], capture_output=True,
+                                   text=True, timeout=timeout)
+            subprocess.run([*base, "-O", "exit", "deelit-fleet"], capture_output=True,
+                           timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if match := re.search(r"\(pid=(\d+)\)", check.stderr):
+            pids.append(int(match[1]))
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _running(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is no zombie (a master is reparented: its reaper is not us)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
 def apply(
     profile: Profile,
     inventory: Path,
@@ -116,38 +233,30 @@ def apply(
 ) -> dict[str, HostResult]:
     """Runs the profile's roles against the inventory; returns the recap per host."""
     check_inventory(inventory)
+    if shutil.which("ssh") is None:
+        raise DeelitError("no ssh client: install Debian's openssh-client (host-packages.txt)")
     mirrors = resolve_mirrors(profile.mirror, profile.security_mirror)
-    with tempfile.TemporaryDirectory(prefix="deelit-fleet-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="deelit-fleet-", dir=_short_tmp()) as tmp:
         work = Path(tmp)
         playbook = work / "fleet.yml"
         playbook.write_text(render_playbook(profile, mirrors.debian, mirrors.security))
         (work / "ansible.cfg").write_text("# deelit fleet: settings come from the environment\n")
-        env = {
-            **os.environ,
-            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            "ANSIBLE_CONFIG": str(work / "ansible.cfg"),
-            "ANSIBLE_ROLES_PATH": str(roles_dir),
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_RETRY_FILES_ENABLED": "0",
-            "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
-            "ANSIBLE_LOCAL_TEMP": str(work / "local"),
-            "ANSIBLE_HOME": str(work / "home"),
-            "ANSIBLE_HOST_KEY_CHECKING": "True" if host_key_check else "False",
-            # One SSH channel per task instead of four or five (mkdir, put, chmod, run, rm):
-            # laptops are reached as root, so no sudo and no requiretty stand in the way.
-            "ANSIBLE_PIPELINING": "True",
-        }
-        argv = ["ansible-playbook", "-i", str(inventory), "-c", "ansible.builtin.paramiko_ssh",
-                *(["--limit", limit] if limit else []), str(playbook)]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=env, cwd=work)
-        assert proc.stdout is not None
+        sockets = control_dir(work)
+        env = ansible_env(work, sockets, host_key_check=host_key_check, roles_dir=roles_dir)
+        proc = None
         lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if on_line:
-                on_line(line.rstrip("\n"))
-        code = proc.wait()
+        try:
+            proc = subprocess.Popen(ansible_argv(inventory, limit, playbook), stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, env=env, cwd=work)
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line)
+                if on_line:
+                    on_line(line.rstrip("\n"))
+            code = proc.wait()
+        finally:
+            procs.stop(proc)
+            close_masters(sockets)
     output = "".join(lines)
     results = parse_recap(output)
     if not results:
@@ -172,11 +281,12 @@ def apply_command(
     profile: Annotated[str, typer.Option("--profile", help="profile whose roles run")] = "pupil",
     host_key_check: Annotated[
         bool, typer.Option("--host-key-check/--no-host-key-check",
-                           help="check SSH host keys against known_hosts (off only for lab VMs)")
+                           help="check SSH host keys against known_hosts (off only for lab VMs: "
+                                "any key is accepted and none is recorded)")
     ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Ansible's output")] = False,
 ) -> None:
-    """Run the profile's roles over SSH (paramiko) on the inventory's laptops."""
+    """Run the profile's roles on the inventory's laptops over SSH, one connection per laptop."""
     out = Console(soft_wrap=True)
     prof = load_profile(profile)
     def show(line: str) -> None:
