@@ -14,12 +14,15 @@ PYTEST_ARGS ?=
 MARKERS ?= not heavy_vm
 DEMO_ARGS ?=
 
-.PHONY: setup host-packages python demo image test test-quick lint clean
+.PHONY: setup host-packages test-packages python demo image test test-quick lint clean
 
 setup: host-packages python
 
 host-packages:
 	./scripts/install-host-packages host-packages.txt
+
+test-packages:
+	./scripts/install-host-packages test-packages.txt
 
 python: $(VENV)/.installed
 
@@ -40,7 +43,7 @@ lint: python
 	$(VENV)/bin/mypy
 	$(VENV)/bin/ansible-lint --profile production roles
 
-test: setup lint
+test: setup test-packages lint
 	$(VENV)/bin/pytest -m "$(MARKERS)" $(PYTEST_ARGS)
 
 test-quick: python
