@@ -22,9 +22,10 @@ from provisioner.registry.schemas import DeviceWithEvents
 from provisioner.vm import Firmware
 
 DISK_BOOT_MARK = "deelit: loading Linux from UUID"  # the installed system's GRUB, on the console
-# systemd's status line for the firstboot role's unit (its Description), on the serial console;
-# the dialog itself is drawn on the screen (tty1), which a screenshot shows.
-FIRSTBOOT_MARK = "DEEL IT: eerste start"
+# The firstboot role's unit in systemd's status lines on the serial console (its description
+# is cut to the line's width there, its name is not); the dialog itself is drawn on the
+# screen (tty1), which a screenshot shows.
+FIRSTBOOT_MARK = "deelit-firstboot.service"
 FIRSTBOOT_CREDENTIALS = "deelit.firstboot."  # seeded answers: no dialog, the accounts are made
 PERCENT_STAGES = frozenset({"download", "wipe", "install", "verify", "done"})
 # The installer's boot, read off the laptop's serial console while the station board still says

@@ -40,6 +40,17 @@ def test_first_boot_unit_runs_before_the_greeter(host: Any, fb: dict[str, Any]) 
     assert host.exists("whiptail")
 
 
+def test_dialog_is_drawn_on_its_terminal_and_nothing_scribbles_over_it(host: Any, fb: dict[str, Any]) -> None:
+    """whiptail draws through stderr: stderr in the journal meant no dialog on the screen."""
+    unit = host.file("/etc/systemd/system/deelit-firstboot.service").content_string
+    streams = dict(line.split("=", 1) for line in unit.splitlines()
+                   if line.startswith(("StandardInput=", "StandardOutput=", "StandardError=")))
+    assert streams == {"StandardInput": "tty", "StandardOutput": "tty", "StandardError": "tty"}
+    assert f"TTYPath={fb['firstboot_tty']}" in unit
+    quiet = host.file("/etc/sysctl.d/20-deelit-quiet-console.conf").content_string
+    assert "kernel.printk = 3 4 1 3" in quiet
+
+
 def test_script_is_valid_shell_and_dutch(host: Any, fb: dict[str, Any]) -> None:
     assert host.run("bash -n /usr/local/sbin/deelit-firstboot").rc == 0
     settings = host.run(". /etc/deelit/firstboot.conf && echo \"$PARENT $PREFIX\"").stdout.split()
