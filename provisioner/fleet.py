@@ -235,7 +235,8 @@ def apply(
     check_inventory(inventory)
     if shutil.which("ssh") is None:
         raise DeelitError("no ssh client: install Debian's openssh-client (host-packages.txt)")
-    mirrors = resolve_mirrors(profile.mirror, profile.security_mirror)
+    # the laptop keeps the image's sources, never the build's mirror
+    mirrors = resolve_mirrors(profile.apt_sources.mirror, profile.apt_sources.security_mirror)
     with tempfile.TemporaryDirectory(prefix="deelit-fleet-", dir=_short_tmp()) as tmp:
         work = Path(tmp)
         playbook = work / "fleet.yml"

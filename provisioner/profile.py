@@ -57,6 +57,15 @@ class DiskOutput(_Strict):
     )
 
 
+class AptSources(_Strict):
+    """The apt sources the laptop keeps and updates from at home (not the build's mirror)."""
+
+    mirror: str | None = Field(
+        default=None, description="Debian mirror URL in the image; default: the build host's apt sources"
+    )
+    security_mirror: str | None = None
+
+
 class Outputs(_Strict):
     netboot: NetbootOutput | None = None
     disk: DiskOutput | None = None
@@ -70,9 +79,11 @@ class Profile(_Strict):
     suite: Literal["trixie", "bookworm"] = "trixie"
     architecture: Literal["amd64"] = "amd64"
     mirror: str | None = Field(
-        default=None, description="Debian mirror URL; default: the build host's apt sources"
+        default=None, description="Debian mirror the build fetches from (a café's apt cache, "
+        "say); default: the build host's apt sources. Never written into the image."
     )
     security_mirror: str | None = None
+    apt_sources: AptSources = Field(default_factory=lambda: AptSources())
     components: list[Component] = Field(default_factory=lambda: list[Component](["main"]))
     locale: str = Field(default="nl_BE.UTF-8", pattern=r"^[a-z]{2,3}_[A-Z]{2}\.UTF-8$")
     keyboard: str = Field(default="be", pattern=r"^[a-z]{2,}$")

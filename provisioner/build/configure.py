@@ -35,12 +35,15 @@ mount -t tmpfs -o mode=0755 tmpfs "$t/run"
 exec "$@"
 """
 
+# apt reads the build's sources from here while the roles run (see _build_only_files)
+BUILD_APT_CONF = "etc/apt/apt.conf.d/00deelit-build-sources"
+BUILD_APT_DIR = "etc/apt/deelit-build"
 POLICY_RC_D = "#!/bin/sh\n# deelit build: no service starts while configuring the image\nexit 101\n"
 
 
 def render_playbook(ctx: BuildContext) -> str:
     return _templates.get_template("playbook.yml.j2").render(
-        profile=ctx.profile, profile_digest=ctx.profile.digest(), mirrors=ctx.mirrors
+        profile=ctx.profile, profile_digest=ctx.profile.digest(), mirrors=ctx.image_mirrors
     )
 
 
@@ -105,7 +108,8 @@ def run_playbook(ctx: BuildContext, tree: Path, step: str = "configure") -> None
     playbook.write_text(render_playbook(ctx))
     playbook_argv = ["ansible-playbook", "-i", f"{tree},", "-c", "community.general.chroot",
                      *(["-v"] if ctx.verbose else []), str(playbook)]
-    with _build_only_files(tree):
+    build_sources = ctx.mirrors.source_lines(ctx.profile.suite, ctx.profile.components)
+    with _build_only_files(tree, build_sources):
         run_logged(
             step,
             ["unshare", "--mount", "--propagation", "private", "--fork", "--",
@@ -129,12 +133,17 @@ def configure(ctx: BuildContext) -> None:
 
 
 class _build_only_files:
-    """Host DNS and a no-services policy inside the tree while Ansible runs, then restored."""
+    """While Ansible runs: host DNS, a no-services policy, and apt pointed at the build's
+    mirror (a café's apt cache, say) instead of the sources the roles write for the laptop;
+    all gone afterwards, so the build's mirror never stays in the image."""
 
-    def __init__(self, tree: Path) -> None:
+    def __init__(self, tree: Path, build_sources: list[str]) -> None:
         self.resolv = tree / "etc" / "resolv.conf"
         self.saved = tree / "etc" / ".resolv.conf.deelit-saved"
         self.policy = tree / "usr" / "sbin" / "policy-rc.d"
+        self.apt_conf = tree / BUILD_APT_CONF
+        self.apt_dir = tree / BUILD_APT_DIR
+        self.build_sources = build_sources
 
     def __enter__(self) -> None:
         if self.resolv.exists() or self.resolv.is_symlink():
@@ -143,9 +152,16 @@ class _build_only_files:
         self.host_dns = self.resolv.read_bytes()
         self.policy.write_text(POLICY_RC_D)
         self.policy.chmod(0o755)
+        (self.apt_dir / "sources.list.d").mkdir(parents=True, exist_ok=True)
+        (self.apt_dir / "sources.list").write_text("\n".join(self.build_sources) + "\n")
+        self.apt_conf.write_text(
+            f'Dir::Etc::SourceList "/{BUILD_APT_DIR}/sources.list";\n'
+            f'Dir::Etc::SourceParts "/{BUILD_APT_DIR}/sources.list.d";\n')
 
     def __exit__(self, *exc: object) -> None:
         self.policy.unlink(missing_ok=True)
+        self.apt_conf.unlink(missing_ok=True)
+        shutil.rmtree(self.apt_dir, ignore_errors=True)
         role_changed_dns = self.resolv.is_symlink() or (
             self.resolv.exists() and self.resolv.read_bytes() != self.host_dns
         )

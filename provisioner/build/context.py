@@ -35,7 +35,8 @@ class BuildContext:
     cache: Cache
     work: Path  # this build's staging folder (on the cache's filesystem)
     log: Path  # the build log every command appends to
-    mirrors: Mirrors
+    mirrors: Mirrors  # where the build fetches packages
+    image_mirrors: Mirrors  # what the image's own apt sources name
     source_date_epoch: int
     role_digests: dict[str, str]
     keys: CacheKeys

@@ -150,7 +150,8 @@ def role_digests(profile: Profile, roles_dir: Path) -> dict[str, str]:
 
 
 def cache_keys(
-    profile: Profile, mirrors_lines: list[str], roles: dict[str, str], sde: int
+    profile: Profile, mirrors_lines: list[str], roles: dict[str, str], sde: int,
+    image_lines: list[str] | None = None,
 ) -> CacheKeys:
     bootstrap_key = digest_json({
         "suite": profile.suite, "arch": profile.architecture, "components": profile.components,
@@ -158,7 +159,7 @@ def cache_keys(
         "code": [digest_tree(p) for p in (BUILD_DIR / "bootstrap.py",)],
     })
     tree_key = digest_json({
-        "bootstrap": bootstrap_key, "roles": roles,
+        "bootstrap": bootstrap_key, "roles": roles, "image_sources": image_lines or mirrors_lines,
         "profile": profile.model_dump(mode="json", exclude={"outputs", "description", "tests"}),
         "code": [digest_tree(p) for p in (BUILD_DIR / "configure.py", BUILD_DIR / "finalize.py",
                                                    BUILD_DIR / "templates")],
@@ -177,17 +178,20 @@ def prepare(
 ) -> BuildContext:
     _check_out_dir(out_dir)
     mirrors = resolve_mirrors(profile.mirror, profile.security_mirror)
+    image_mirrors = resolve_mirrors(profile.apt_sources.mirror, profile.apt_sources.security_mirror)
     inputs = [*profile.source_files, *(project / "roles" / r.name for r in profile.roles)]
     sde = source_date_epoch(project, inputs)
     stage_role_inputs(profile, project / "roles")  # before the digests that cover them
     roles = role_digests(profile, project / "roles")
-    keys = cache_keys(profile, mirrors.source_lines(profile.suite, profile.components), roles, sde)
+    keys = cache_keys(profile, mirrors.source_lines(profile.suite, profile.components), roles, sde,
+                      image_mirrors.source_lines(profile.suite, profile.components))
     work = cache.staging(profile.name)
     log = cache.root / "logs" / f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     ctx = BuildContext(
         profile=profile, project=project, out_dir=out_dir, cache=cache, work=work, log=log,
-        mirrors=mirrors, source_date_epoch=sde, role_digests=roles, keys=keys, verbose=verbose,
+        mirrors=mirrors, image_mirrors=image_mirrors, source_date_epoch=sde, role_digests=roles,
+        keys=keys, verbose=verbose,
     )
     ctx.tree = cache.lookup("tree", keys.tree)
     return ctx

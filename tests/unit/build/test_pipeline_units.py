@@ -98,6 +98,7 @@ def test_manifest_step_writes_what_every_reader_reads(tmp_path: Path) -> None:
     roles = {"base": "b" * 64}
     ctx = BuildContext(profile=prof, project=tmp_path, out_dir=out, cache=Cache(tmp_path / "c"),
                        work=tmp_path, log=tmp_path / "log", mirrors=Mirrors("http://m.example/debian", None),
+                       image_mirrors=Mirrors("http://m.example/debian", None),
                        source_date_epoch=1767225600, role_digests=roles,
                        keys=keys_for("ci", roles), tree=tree,
                        artifacts=[artifact_record(out / "vmlinuz", "kernel")])
