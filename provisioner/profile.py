@@ -2,7 +2,11 @@
 
 Merging rules (child over parent): mappings merge key by key, lists append, a key set to
 null resets it to its default. Roles merge by name: a child entry for a role the parent
-already lists updates that role's vars in place; new roles append in order.
+already lists updates that role's vars in place; new roles append in order. A role entry
+names its role with `name:` or, as Ansible playbooks do, `role:`.
+
+Every problem of a file is reported at once, one line each with the key path (at most
+MAX_SHOWN, then a count); role variables are checked against the roles' argument specs.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from provisioner import role_specs
 from provisioner.errors import DeelitError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +27,7 @@ IMAGES_DIR = PROJECT_ROOT / "images"
 ROLES_DIR = PROJECT_ROOT / "roles"
 
 SUITES = ("trixie", "bookworm")
+MAX_SHOWN = 20  # problems listed in one error, a screenful
 Component = Literal["main", "contrib", "non-free", "non-free-firmware"]
 
 
@@ -74,7 +80,7 @@ class Outputs(_Strict):
 class Profile(_Strict):
     """A resolved profile: everything the pipeline needs to build one image."""
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")  # the manifest and registry take 64
     description: str = ""
     suite: Literal["trixie", "bookworm"] = "trixie"
     architecture: Literal["amd64"] = "amd64"
@@ -150,6 +156,7 @@ def load_profile(ref: str, images_dir: Path = IMAGES_DIR, roles_dir: Path = ROLE
     path = find_profile(ref, images_dir)
     merged = _load_merged(path, images_dir, roles_dir, chain=[])
     merged.setdefault("name", path.stem)
+    _raise_problems(path, _role_problems(merged, roles_dir, complete=True))
     profile = _validate(merged, path)
     profile._source_files = profile_files(str(path), images_dir)
     return profile
@@ -176,11 +183,29 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise DeelitError(f"{path}: invalid YAML at {where}: {problem}") from None
     except OSError as exc:
         raise DeelitError(f"{path}: cannot read: {exc.strerror}") from None
-    if data is None:
-        return {}
+    if data is None or data == {}:
+        # A truncated copy or a wrong path, almost always: never build defaults from it.
+        raise DeelitError(f"{path}: the profile is empty; a profile names at least what it "
+                          "extends or its roles (see images/ci.yaml)")
     if not isinstance(data, dict):
         raise DeelitError(f"{path}: (top level): must be a mapping of profile keys")
     return data
+
+
+def _role_names_as_ansible_does(data: dict[str, Any], path: Path) -> None:
+    """`- role: base` (Ansible's playbook spelling) is `- name: base`; both at once must agree."""
+    roles = data.get("roles")
+    if not isinstance(roles, list):
+        return
+    for index, entry in enumerate(roles):
+        if isinstance(entry, dict) and "role" in entry:
+            entry = dict(entry)
+            role = entry.pop("role")
+            if "name" in entry and entry["name"] != role:
+                raise DeelitError(f"{path}: roles[{index}]: role: {role!r} and name: "
+                                  f"{entry['name']!r} disagree; keep one of them")
+            entry["name"] = role
+            roles[index] = entry
 
 
 def _load_merged(
@@ -190,11 +215,14 @@ def _load_merged(
         cycle = " -> ".join(p.stem for p in [*chain, path])
         raise DeelitError(f"{chain[-1]}: extends: cycle {cycle}; remove one of the links")
     own = _read_yaml(path)
+    _role_names_as_ansible_does(own, path)
     # Each file must be a valid profile on its own (defaults filling the gaps): errors then
     # name the file that holds the bad key, not the child that extends it.
-    _validate({k: v for k, v in own.items() if v is not None and k != "extends"}
-              | {"name": own.get("name") or path.stem}, path)
-    _check_roles(own, path, roles_dir)
+    _raise_problems(path, [
+        *_problems({k: v for k, v in own.items() if v is not None and k != "extends"}
+                   | {"name": own.get("name") or path.stem}),
+        *_role_problems(own, roles_dir),
+    ])
     parent_ref = own.pop("extends", None)
     if parent_ref is None:
         return own
@@ -215,15 +243,24 @@ def _resolve_parent(ref: str, child: Path, images_dir: Path) -> Path:
     raise DeelitError(f"{child}: extends: profile '{ref}' not found beside it or in {images_dir}")
 
 
-def _check_roles(own: dict[str, Any], path: Path, roles_dir: Path) -> None:
+def _role_problems(own: dict[str, Any], roles_dir: Path, *, complete: bool = False) -> list[str]:
+    """Unknown roles, and each role's vars against its argument spec."""
     known = available_roles(roles_dir)
-    for index, role in enumerate(own.get("roles") or []):
+    found: list[str] = []
+    roles = own.get("roles")
+    for index, role in enumerate(roles if isinstance(roles, list) else []):
         name = role.get("name") if isinstance(role, dict) else None
-        if name and name not in known:
-            raise DeelitError(
-                f"{path}: roles[{index}].name: role '{name}' does not exist in {roles_dir} "
-                f"(available: {', '.join(known)})"
-            )
+        if not isinstance(name, str):
+            continue  # the model says what is wrong with the entry
+        if name not in known:
+            found.append(f"roles[{index}].name: role '{name}' does not exist in {roles_dir} "
+                         f"(available: {', '.join(known)})")
+            continue
+        given = role.get("vars")
+        if isinstance(given, dict):
+            found += [f"roles[{index}].vars: {p}"
+                      for p in role_specs.problems(name, given, roles_dir, complete=complete)]
+    return found
 
 
 def merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
@@ -257,17 +294,37 @@ def _merge_roles(parent: list[Any], child: list[Any]) -> list[Any]:
 
 
 def _validate(data: dict[str, Any], path: Path) -> Profile:
+    _raise_problems(path, _problems(data))
+    return Profile.model_validate(data)
+
+
+def _problems(data: dict[str, Any]) -> list[str]:
+    """Every validation error of the model, as `key.path: message` lines."""
     try:
-        return Profile.model_validate(data)
+        Profile.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = _key_path(first["loc"])
-        msg = first["msg"]
-        if first["type"] == "extra_forbidden":
-            allowed = _allowed_keys(first["loc"])
-            msg = f"unknown key; allowed: {', '.join(allowed)}" if allowed else "unknown key"
-        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise DeelitError(f"{path}: {key}: {msg}{more}") from None
+        lines = []
+        for error in exc.errors():
+            msg = error["msg"]
+            if error["type"] == "extra_forbidden":
+                allowed = _allowed_keys(error["loc"])
+                msg = f"unknown key; allowed: {', '.join(allowed)}" if allowed else "unknown key"
+            lines.append(f"{_key_path(error['loc'])}: {msg}")
+        return lines
+    return []
+
+
+def _raise_problems(path: Path, problems: list[str]) -> None:
+    """One problem: one line. Several: a line for each (at most MAX_SHOWN, then a count)."""
+    if not problems:
+        return
+    if len(problems) == 1:
+        raise DeelitError(f"{path}: {problems[0]}")
+    shown = problems[:MAX_SHOWN]
+    rest = len(problems) - len(shown)
+    lines = [f"{path}: {len(problems)} problems:", *(f"  {p}" for p in shown),
+             *([f"  … and {rest} more"] if rest else [])]
+    raise DeelitError("\n".join(lines))
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:

@@ -111,3 +111,93 @@ def test_cli_rejects_malformed_profile_and_writes_nothing(tmp_path: Path) -> Non
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and "suite" in lines[0]
     assert not out.exists() and not cache.exists()
+
+
+# -- profiles speak Ansible --------------------------------------------------------------------
+
+
+def test_role_entries_take_ansibles_role_key(images: Path) -> None:
+    path = write(images, "ansible", "extends: parent\nroles:\n  - role: base\n"
+                 "    vars: {base_extra_packages: [b]}\n  - {role: firmware}\n")
+    prof = load_profile(str(path), images_dir=images)
+    assert [r.name for r in prof.roles] == ["base", "firmware"]
+    assert prof.roles[0].vars["base_extra_packages"] == ["a", "b"]  # merged by name, as with name:
+    same = write(images, "both", "roles:\n  - {role: base, name: base}\n")
+    assert [r.name for r in load_profile(str(same), images_dir=images).roles] == ["base"]
+
+
+def test_role_and_name_that_disagree_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "clash", "roles:\n  - {role: base, name: firmware}\n")
+    with pytest.raises(DeelitError, match=r"roles\[0\]: role: 'base' and name: 'firmware' disagree"):
+        load_profile(str(path), images_dir=tmp_path)
+
+
+def test_every_problem_is_shown_each_on_its_own_line(tmp_path: Path) -> None:
+    """A misspelled top-level key is not hidden behind the other errors ("+2 more")."""
+    path = write(tmp_path, "typos", "pacakges: [vim]\nsuite: sid\nroles:\n  - role: base\n"
+                 "  - name: firmware\n    varz: {}\n")
+    with pytest.raises(DeelitError) as info:
+        load_profile(str(path), images_dir=tmp_path)
+    lines = str(info.value).splitlines()
+    assert lines[0] == f"{path}: 3 problems:"
+    assert any(ln.startswith("  pacakges: unknown key; allowed: name,") for ln in lines)
+    assert any(ln.startswith("  suite: Input should be 'trixie' or 'bookworm'") for ln in lines)
+    assert any(ln.startswith("  roles[1].varz: unknown key") for ln in lines)
+    assert "more" not in str(info.value)
+
+
+def test_a_screenful_of_problems_then_a_count(tmp_path: Path) -> None:
+    path = write(tmp_path, "many", "".join(f"key{i}: 1\n" for i in range(25)))
+    with pytest.raises(DeelitError) as info:
+        load_profile(str(path), images_dir=tmp_path)
+    lines = str(info.value).splitlines()
+    assert lines[0] == f"{path}: 25 problems:" and len(lines) == 1 + 20 + 1
+    assert lines[-1] == "  … and 5 more"
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "{}\n"])
+def test_an_empty_profile_is_refused(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, "empty", text)
+    with pytest.raises(DeelitError, match=rf"^{path}: the profile is empty"):
+        load_profile(str(path), images_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("vars_yaml", "expected"),
+    [
+        ("{base_netwrok: none}", "role base: variable base_netwrok is not in roles/base/meta/argument_specs.yml; did you mean base_network?"),
+        ("{base_network: wifi}", "role base: variable base_network must be one of networkd, none, not 'wifi'"),
+        ("{base_extra_packages: vim}", "role base: variable base_extra_packages must be of type list, not str ('vim')"),
+        ("{base_extra_packages: [vim, 3]}", "role base: variable base_extra_packages item 1 must be of type str, not int (3)"),
+    ],
+)
+def test_role_vars_are_checked_against_the_argument_spec_before_anything_runs(
+        tmp_path: Path, vars_yaml: str, expected: str) -> None:
+    path = write(tmp_path, "vars", f"roles:\n  - name: base\n    vars: {vars_yaml}\n")
+    with pytest.raises(DeelitError) as info:
+        load_profile(str(path), images_dir=tmp_path)
+    assert str(info.value) == f"{path}: roles[0].vars: {expected}"
+
+
+def test_a_bad_role_var_in_a_parent_names_the_parent(images: Path) -> None:
+    parent = write(images, "varparent", "roles:\n  - name: firmware\n    vars: {firmware_microcod: true}\n")
+    child = write(images, "varchild", "extends: varparent\n")
+    with pytest.raises(DeelitError, match=rf"^{parent}: roles\[0\]\.vars: role firmware: variable "
+                                          r"firmware_microcod .*did you mean firmware_microcode\?"):
+        load_profile(str(child), images_dir=images)
+
+
+def test_templated_role_vars_are_left_to_ansible(tmp_path: Path) -> None:
+    path = write(tmp_path, "tpl", "roles:\n  - name: base\n    vars: {base_extra_packages: '{{ x }}'}\n")
+    assert load_profile(str(path), images_dir=tmp_path).roles[0].vars["base_extra_packages"] == "{{ x }}"
+
+
+def test_cli_build_of_a_misspelled_role_var_stops_before_anything_runs(tmp_path: Path) -> None:
+    bad = write(tmp_path, "badvar", "extends: ci\nroles:\n  - role: technician_ssh\n"
+                "    vars: {technician_ssh_accept_credentail: true}\n")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    proc = subprocess.run([sys.executable, "-m", "provisioner.cli", "build", str(bad), "--out", str(out),
+                           "--cache", str(cache)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 1
+    assert "technician_ssh_accept_credentail" in proc.stderr and "did you mean" in proc.stderr
+    assert str(bad) in proc.stderr and not out.exists() and not cache.exists()
