@@ -279,7 +279,8 @@ def shows_whiptail_dialog(png: Path) -> bool:
     from PIL import Image  # only the lab judges screens
 
     with Image.open(png) as shot:
-        pixels = list(shot.convert("RGB").resize((160, 100)).getdata())
+        raw = shot.convert("RGB").resize((160, 100)).tobytes()
+    pixels = [(raw[i], raw[i + 1], raw[i + 2]) for i in range(0, len(raw), 3)]
     blue = sum(1 for r, g, b in pixels if r < 40 and g < 40 and b > 140) / len(pixels)
     grey = sum(1 for r, g, b in pixels if 150 < r < 200 and abs(r - g) < 20 and abs(g - b) < 20) / len(pixels)
     return blue > 0.3 and grey > 0.05
