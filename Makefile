@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 MARKERS ?= not heavy_vm
 DEMO_ARGS ?=
 
-.PHONY: setup host-packages test-packages python demo image test test-quick lint clean
+.PHONY: setup host-packages test-packages python lock demo image test test-quick lint clean
 
 setup: host-packages python
 
@@ -26,11 +26,22 @@ test-packages:
 
 python: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Exactly the pinned, hash-checked set of requirements.lock, then deelit itself without
+# resolving anything: two fresh machines install the same code. `make lock` refreshes it.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
+
+LOCKTOOL := .cache/locktool
+lock:
+	test -x $(LOCKTOOL)/bin/pip-compile || { $(PYTHON) -m venv $(LOCKTOOL) && \
+		$(LOCKTOOL)/bin/pip install --quiet pip-tools; }
+	$(LOCKTOOL)/bin/pip-compile --quiet --generate-hashes --extra test --allow-unsafe \
+		--strip-extras --build-deps-for wheel --build-deps-for editable \
+		--no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
+		--output-file requirements.lock pyproject.toml
 
 demo: setup
 	$(DEELIT) demo $(DEMO_ARGS)
