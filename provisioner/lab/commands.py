@@ -173,6 +173,8 @@ def _ssh_key(folder: Path) -> tuple[str | None, Path | None]:
 def _print_results(console: Console, results: Sequence[wt.Result]) -> None:
     from rich.table import Table
 
+    from provisioner.lab import watch as wt
+
     for result in results:
         table = Table(box=None, show_header=False, padding=(0, 2))
         table.add_column(style="bold")

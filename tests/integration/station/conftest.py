@@ -32,3 +32,10 @@ def installer_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def installer_usb_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build("installer-usb", tmp_path_factory.mktemp("builds") / "installer-usb")
+
+
+@pytest.fixture(scope="session")
+def pupil_test_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The family image with a technician key accepted from a boot credential (tests only),
+    with its disk image: what the station writes in the pupil end-to-end test."""
+    return build("pupil-test", tmp_path_factory.mktemp("builds") / "pupil-test")

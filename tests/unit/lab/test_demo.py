@@ -276,6 +276,22 @@ def test_summary_from_the_registry_record(store: Store) -> None:
     assert rows["serial"] == SERIAL and rows["asset tag"] == dev.asset_tag
     assert rows["status"] == "ready" and rows["grade"] == "B" and rows["build id"] == BUILD
     assert rows["wipe certificate sha256"] == f"{CERT} (nvme-format, Purge)"
+    assert "power-on → first-boot dialog" not in rows  # ci: no first-boot questions
+
+    shot = Path("/x/laptop1-firstboot.png")
+    pupil = watch.Result("laptop1", watch.LaptopSpec(SERIAL, MAC), 185, 467, 530,
+                         store.get_device(dev.asset_tag), 612, shot)
+    rows = dict(watch.summary(pupil))
+    assert rows["power-on → first-boot dialog"] == "10:12" and rows["screenshot"] == str(shot)
+    # what `deelit demo` prints at the end
+    from rich.console import Console
+
+    from provisioner.lab.commands import _print_results
+
+    console = Console(record=True, width=200)
+    _print_results(console, [pupil])
+    text = console.export_text()
+    assert f"imaged {SERIAL} (bios):" in text and "10:12" in text and str(shot) in text
 
 
 def test_console_watch_finds_a_mark_split_across_reads(tmp_path: Path) -> None:
