@@ -85,20 +85,21 @@ def grade(
     ] = None,
 ) -> None:
     """Grade A/B/C/reject with every reason: this machine, or saved reports."""
-    from provisioner.agent import health
+    from provisioner.agent import grade_inputs, health
+    from provisioner.agent.thresholds import load_thresholds
 
-    rules = health.load_thresholds(thresholds) if thresholds else health.load_thresholds()
+    rules = load_thresholds(thresholds) if thresholds else load_thresholds()
     saved = bool(smartctl_json or smartctl_text or battery_uevent)
     if saved or dmidecode:
         if dmidecode is None:
             raise DeelitError("grading saved reports needs --dmidecode FILE (RAM, CPU, serials)")
         if not (smartctl_json or smartctl_text):
             raise DeelitError("grading saved reports needs --smartctl-json or --smartctl-text")
-        inputs = health.collect_saved(
+        inputs = grade_inputs.collect_saved(
             smartctl_json or [], smartctl_text or [], dmidecode, battery_uevent
         )
     else:
-        inputs = health.collect_live()
+        inputs = grade_inputs.collect_live()
     result = health.grade_device(*inputs, rules)
     if json_out:
         print(result.model_dump_json(indent=2))

@@ -2,114 +2,20 @@
 
 Every finding is a `Reason` naming the component, the value and the threshold, and caps the
 grade; the laptop's grade is the worst cap. Thresholds come from `grading.yaml` (one place,
-a comment on each). `grade_device` is the single grading function: the live path
-(`collect_live`) and the saved-report path (`collect_saved`) only differ in how they fill
-its inputs (see `smart.py` for the disk side).
+a comment on each). `grade_device` is the single grading function: the live path and the saved-report path
+(`grade_inputs.py`) only differ in how they fill its inputs (see `smart.py` for the disk
+side); the thresholds' schema is in `thresholds.py`.
 """
+
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Literal
+from pydantic import BaseModel, Field
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError
-
-from provisioner.agent.battery import Battery, parse_battery_file
-from provisioner.agent.inventory import Inventory, collect, from_dmidecode_file
-from provisioner.agent.smart import (
-    DiskHealth,
-    read_live,
-    read_smartctl_json_file,
-    read_smartctl_text_file,
-)
-from provisioner.errors import DeelitError
-
-Grade = Literal["A", "B", "C", "reject"]
-ORDER: dict[str, int] = {"A": 0, "B": 1, "C": 2, "reject": 3}
-DEFAULT_THRESHOLDS = Path(__file__).with_name("grading.yaml")
-
-
-class Levels(BaseModel):
-    B: float | None = None
-    C: float | None = None
-    reject: float | None = None
-
-    def at_or_above(self, value: float) -> Grade | None:
-        grade: Grade
-        for grade in ("reject", "C", "B"):
-            limit = getattr(self, grade)
-            if limit is not None and value >= limit:
-                return grade
-        return None
-
-    def below(self, value: float) -> Grade | None:
-        grade: Grade
-        for grade in ("reject", "C", "B"):
-            limit = getattr(self, grade)
-            if limit is not None and value < limit:
-                return grade
-        return None
-
-
-class Counter(BaseModel):
-    id: int
-    grade: Grade
-    reject_at: int
-
-
-class DiskRules(BaseModel):
-    smart_failed: Grade
-    attribute_failing_now: Grade
-    attribute_failed_in_past: Grade
-    smart_unavailable: Grade
-    error_log_entries: Grade
-    self_test_failures: Grade
-    counters: list[Counter]
-    hdd_power_on_hours: Levels
-    ssd_life_attributes: list[str]
-    life_used_percent: Levels
-
-
-class NvmeRules(BaseModel):
-    critical_warning: Grade
-    spare_at_or_below_threshold: Grade
-    media_errors: Levels
-
-
-class BatteryRules(BaseModel):
-    health_percent_below: Levels
-    cycle_count: Levels
-    missing: Grade
-
-
-class SpecRules(BaseModel):
-    ram_bytes_below: Levels
-    cpu_cores_below: Levels
-    disk_bytes_below: Levels
-    placeholder_serial: Grade
-
-
-class Thresholds(BaseModel):
-    disk: DiskRules
-    nvme: NvmeRules
-    battery: BatteryRules
-    spec: SpecRules
-
-
-def load_thresholds(path: Path = DEFAULT_THRESHOLDS) -> Thresholds:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return Thresholds.model_validate(data)
-    except OSError as exc:
-        raise DeelitError(f"cannot read grading thresholds {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise DeelitError(f"{path} is not valid YAML: {exc}") from exc
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise DeelitError(f"{path}: key `{key}`: {first['msg']}") from exc
+from provisioner.agent.battery import Battery
+from provisioner.agent.inventory import Inventory
+from provisioner.agent.smart import DiskHealth
+from provisioner.agent.thresholds import ORDER, Grade, Thresholds
 
 
 class Reason(BaseModel):
@@ -464,25 +370,3 @@ def grade_device(
         model=inv.model,
         disks=disk_grades,
     )
-
-
-def collect_saved(
-    smartctl_json: list[Path],
-    smartctl_text: list[Path],
-    dmidecode: Path,
-    battery: Path | None,
-) -> tuple[Inventory, list[DiskHealth], list[Battery] | None]:
-    """Inputs of `grade_device` from a technician's saved reports."""
-    disks = [read_smartctl_json_file(p) for p in smartctl_json]
-    disks += [read_smartctl_text_file(p) for p in smartctl_text]
-    batteries = [parse_battery_file(battery)] if battery is not None else None
-    return from_dmidecode_file(dmidecode, batteries=batteries), disks, batteries
-
-
-def collect_live() -> tuple[Inventory, list[DiskHealth], list[Battery] | None]:
-    """Inputs of `grade_device` from this machine (root: dmidecode and smartctl need it)."""
-    if os.geteuid() != 0:
-        raise DeelitError("`deelit agent grade` reads SMART and SMBIOS data: run it as root")
-    inv = collect()
-    internal = [d for d in inv.disks if not d.removable and d.transport != "usb"]
-    return inv, [read_live(d.path) for d in internal], inv.batteries

@@ -24,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provisioner.agent import health
+from provisioner.agent import grade_inputs, health
+from provisioner.agent import thresholds as grading
 from provisioner.agent import wipe as wiping
 from provisioner.agent.blockdev import Safety, confirmation_token, disks_in_use, identify
 from provisioner.agent.certificate import Computer
@@ -146,7 +147,7 @@ def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
     safety = safety or Safety()
     station = Station(cfg, log)
     log(f"[booted] action {cfg.action}; reading SMBIOS, disks, battery")
-    inv, disks, batteries = health.collect_live()
+    inv, disks, batteries = grade_inputs.collect_live()
     station.serial = inv.system_serial
     mac = next((n.mac for n in inv.macs), None)
     station.key = inv.serial or mac or "unknown"  # the station's key: serial, else the MAC
@@ -196,10 +197,10 @@ def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
     return outcome
 
 
-def thresholds(cfg: AgentConfig) -> health.Thresholds:
+def thresholds(cfg: AgentConfig) -> grading.Thresholds:
     """The point's grading policy when the station or the stick has one, else the shipped one."""
     if cfg.stick is not None and (cfg.stick / "deelit" / "thresholds.yaml").is_file():
-        return health.load_thresholds(cfg.stick / "deelit" / "thresholds.yaml")
+        return grading.load_thresholds(cfg.stick / "deelit" / "thresholds.yaml")
     if cfg.server:
         try:
             with urllib.request.urlopen(f"{cfg.server}/station/thresholds.yaml", timeout=30) as r:
@@ -211,8 +212,8 @@ def thresholds(cfg: AgentConfig) -> health.Thresholds:
             with tempfile.NamedTemporaryFile(suffix=".yaml") as f:
                 f.write(text)
                 f.flush()
-                return health.load_thresholds(Path(f.name))
-    return health.load_thresholds()
+                return grading.load_thresholds(Path(f.name))
+    return grading.load_thresholds()
 
 
 def with_known_sizes(inv: Inventory, disks: list[DiskHealth]) -> list[DiskHealth]:

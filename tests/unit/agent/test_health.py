@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.agent import health
+from provisioner.agent import grade_inputs, health, thresholds
 from provisioner.agent.battery import parse_battery_file
 from provisioner.agent.inventory import from_dmidecode_file
 from provisioner.agent.smart import (
@@ -16,7 +16,7 @@ from provisioner.agent.smart import (
 )
 from provisioner.errors import DeelitError
 
-RULES = health.load_thresholds()
+RULES = thresholds.load_thresholds()
 
 
 def disk(fixtures: Path, name: str):
@@ -195,7 +195,7 @@ def device(fixtures: Path, dmidecode: str, disks: list[str], battery: str | None
     json_files = [fixtures / "smart-json" / d for d in disks if d.endswith(".json")]
     text_files = [fixtures / "smart-text" / d for d in disks if d.endswith(".txt")]
     bat = fixtures / "battery" / battery if battery else None
-    inputs = health.collect_saved(json_files, text_files, fixtures / "dmidecode" / dmidecode, bat)
+    inputs = grade_inputs.collect_saved(json_files, text_files, fixtures / "dmidecode" / dmidecode, bat)
     return health.grade_device(*inputs, RULES)
 
 
@@ -211,7 +211,7 @@ def test_device_grade_lists_every_reason_worst_first(hardware_fixtures):
     assert got["attribute_5"] == "reject"
     assert got["battery_health"] == "C"  # 32 % of design: below C (60), above reject (30)
     assert got["placeholder_serial"] == "A"  # masked serials: noted, label it with an asset tag
-    order = [health.ORDER[r.grade] for r in result.reasons]
+    order = [thresholds.ORDER[r.grade] for r in result.reasons]
     assert order == sorted(order, reverse=True)
 
 
@@ -274,14 +274,14 @@ def test_battery_thresholds():
 
 def test_thresholds_file_errors_name_the_key(tmp_path):
     bad = tmp_path / "grading.yaml"
-    text = health.DEFAULT_THRESHOLDS.read_text().replace("smart_failed: reject", "smart_failed: D")
+    text = thresholds.DEFAULT_THRESHOLDS.read_text().replace("smart_failed: reject", "smart_failed: D")
     bad.write_text(text)
     with pytest.raises(DeelitError, match=r"disk\.smart_failed"):
-        health.load_thresholds(bad)
+        thresholds.load_thresholds(bad)
 
 
 def test_every_threshold_has_a_comment():
-    lines = health.DEFAULT_THRESHOLDS.read_text().splitlines()
+    lines = thresholds.DEFAULT_THRESHOLDS.read_text().splitlines()
     for i, line in enumerate(lines):
         stripped = line.strip()
         if (

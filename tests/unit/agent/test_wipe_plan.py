@@ -9,18 +9,15 @@ import pytest
 
 from provisioner.agent import overwrite
 from provisioner.agent.blockdev import DiskIdentity, confirmation_token
-from provisioner.agent.wipe import (
-    ATA_PASSWORD,
-    SUSPEND_HINT,
+from provisioner.agent.wipe_plan import ATA_PASSWORD, SUSPEND_HINT, choose_plan, sanitize_status
+from provisioner.agent.wipe_probe import (
     AtaSecurity,
     ata_security_from_hdparm,
     ata_security_from_smartctl,
-    choose_plan,
     hidden_area_notes,
     nvme_caps,
     parse_dco,
     parse_hpa,
-    sanitize_status,
 )
 from provisioner.errors import DeelitError
 
@@ -51,7 +48,7 @@ def ata_disk() -> DiskIdentity:
     )
 
 
-# nvme id-ctrl / id-ns JSON fields (assumed nvme-cli 2.x key names; see wipe.py docstring)
+# nvme id-ctrl / id-ns JSON fields (assumed nvme-cli 2.x key names; see wipe_probe.py docstring)
 SANITIZE_ALL = {"oacs": 0x17, "fna": 0x4, "sanicap": 0x7}
 FORMAT_CRYPTO = {"oacs": 0x17, "fna": 0x4, "sanicap": 0}
 FORMAT_ONLY = {"oacs": 0x2, "fna": 0x0, "sanicap": 0}  # like QEMU's emulated controller

@@ -1,4 +1,4 @@
-"""A real registry (FastAPI under uvicorn) on loopback, in-process, for the agent's reporting."""
+"""A real registry (FastAPI under uvicorn) on loopback, in-process, for the agent's reporting tests."""
 
 from __future__ import annotations
 
