@@ -27,7 +27,8 @@ from provisioner.registry.api import create_app as registry_app
 from provisioner.registry.errors import NotFound
 from provisioner.registry.labels import labels_pdf
 from provisioner.registry.settings import Settings
-from provisioner.registry.store import Caller, Store
+from provisioner.registry.store import Store
+from provisioner.registry.tokens import Caller
 
 INSTALLER_FILES = ("vmlinuz", "initrd.img", "filesystem.squashfs")
 IMAGE_FILES = ("disk.img", "disk.bmap", "manifest.json")

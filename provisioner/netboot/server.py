@@ -37,7 +37,8 @@ from provisioner.netboot.dnsmasq import Dnsmasq, populate_tftp
 from provisioner.netboot.http import create_app
 from provisioner.registry.access import TokenScope
 from provisioner.registry.settings import Settings
-from provisioner.registry.store import Store, utcnow
+from provisioner.registry.store import Store
+from provisioner.registry.tokens import utcnow
 
 TOKEN_FILE = "station-token"
 # Before agent tokens, serve made its station token with this note and put it in every boot

@@ -33,7 +33,8 @@ from provisioner.registry.schemas import (
     RegisterOut,
 )
 from provisioner.registry.settings import Settings
-from provisioner.registry.store import Caller, Store
+from provisioner.registry.store import Store
+from provisioner.registry.tokens import Caller
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -4,66 +4,28 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
 from provisioner.errors import DeelitError
+from provisioner.registry import loan_commands
 from provisioner.registry.access import TokenScope
-
-if TYPE_CHECKING:  # the heavy imports wait until a registry command runs
-    from provisioner.registry.schemas import DeviceOut
-    from provisioner.registry.settings import Settings
-    from provisioner.registry.store import Store
+from provisioner.registry.cli_common import DataOpt, DbOpt, day, out
+from provisioner.registry.cli_common import settings as _settings
+from provisioner.registry.cli_common import store as _store
 
 registry_app = typer.Typer(help="Device registry: serve the API, tokens, exports, labels.",
                            no_args_is_help=True)
 token_app = typer.Typer(help="Per-station bearer tokens (scope station or agent, optional expiry).",
                         no_args_is_help=True)
 registry_app.add_typer(token_app, name="token")
-out = Console()
-
-DataOpt = Annotated[Path | None, typer.Option("--data", help="data folder (default: "
-                                              "$DEELIT_DATA or ~/.local/share/deelit)")]
-DbOpt = Annotated[str | None, typer.Option("--db", help="database URL, e.g. "
-                                           "postgresql://user@host/deelit (default: SQLite "
-                                           "in the data folder)", envvar="DEELIT_DB")]
-
-
 def register(app: typer.Typer) -> None:
     """Adds `deelit registry` to the main app."""
     app.add_typer(registry_app, name="registry")
-
-
-def _settings(data: Path | None, db: str | None, **extra: object) -> Settings:
-    from provisioner.registry.settings import Settings
-
-    values: dict[str, object] = {k: v for k, v in extra.items() if v is not None}
-    if data is not None:
-        values["data_dir"] = data
-    if db is not None:
-        values["db_url"] = db
-    if fmt := os.environ.get("DEELIT_ASSET_TAG_FORMAT"):
-        values.setdefault("asset_tag_format", fmt)
-    if point := os.environ.get("DEELIT_POINT"):
-        values.setdefault("default_point", point)
-    try:
-        return Settings.model_validate(values)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise DeelitError(f"registry setting {first['loc'][0]}: {first['msg']}") from exc
-
-
-def _store(data: Path | None, db: str | None) -> Store:
-    from provisioner.registry.store import Store
-
-    return Store(_settings(data, db))
 
 
 @registry_app.command()
@@ -167,7 +129,7 @@ def list_devices(
     db: DbOpt = None,
 ) -> None:
     """List devices."""
-    devices = _store(data, db).list_devices(status=status, point=point, batch=_day(batch),
+    devices = _store(data, db).list_devices(status=status, point=point, batch=day(batch),
                                             limit=10**6)
     if as_json:
         print(json.dumps([d.model_dump(mode="json") for d in devices], indent=1))
@@ -178,17 +140,6 @@ def list_devices(
                       d.serial if not d.serial_placeholder else f"({d.serial or 'none'})",
                       d.identity_source)
     out.print(table)
-
-
-def _day(text: str | None) -> dt.date | None:
-    if text is None:
-        return None
-    if text == "today":
-        return dt.date.today()
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError as exc:
-        raise DeelitError(f"--batch {text!r}: give a date as YYYY-MM-DD or 'today'") from exc
 
 
 @registry_app.command()
@@ -209,7 +160,7 @@ def events(
 ) -> None:
     """Print a device's events, or append one with --add TYPE."""
     from provisioner.registry.schemas import EventIn
-    from provisioner.registry.store import Caller
+    from provisioner.registry.tokens import Caller
 
     store = _store(data, db)
     if add:
@@ -264,164 +215,4 @@ def add_build(manifest: Path, data: DataOpt = None, db: DbOpt = None) -> None:
               + ("recorded" if added else "was already recorded"))
 
 
-def _write(text: str | bytes, output: Path | None) -> None:
-    if output is None:
-        if isinstance(text, bytes):
-            raise DeelitError("PDF output needs --output FILE")
-        print(text, end="")
-        return
-    try:
-        output.write_bytes(text if isinstance(text, bytes) else text.encode())
-    except OSError as exc:
-        raise DeelitError(f"{output}: cannot write: {exc.strerror}") from exc
-    out.print(f"wrote {output}", highlight=False)
-
-
-def _conditions(items: list[str] | None) -> dict[str, str]:
-    mapping = {}
-    for item in items or []:
-        grade, sep, name = item.partition("=")
-        if not sep or not grade or not name:
-            raise DeelitError(f"--condition {item!r}: write GRADE=NAME, e.g. A='Like new'")
-        mapping[grade] = name
-    return mapping
-
-
-Status = Annotated[str | None, typer.Option(help="only devices with this status "
-                                            "(lendengine: default 'ready')")]
-Point = Annotated[str | None, typer.Option(help="only this point")]
-Batch = Annotated[str | None, typer.Option(help="registration day YYYY-MM-DD or 'today'")]
-Output = Annotated[Path | None, typer.Option("--output", "-o", help="file (default: stdout)")]
-
-
-@registry_app.command()
-def export(
-    fmt: Annotated[str, typer.Option("--format", "-f",
-                                     help="lendengine | csv | json | ords | snipeit")],
-    status: Status = None,
-    point: Point = None,
-    batch: Batch = None,
-    output: Output = None,
-    condition: Annotated[list[str] | None, typer.Option(
-        help="Lend Engine condition per grade, GRADE=NAME (repeatable)")] = None,
-    category: Annotated[str, typer.Option(help="Lend Engine category")] = "Laptop",
-    loan_period: Annotated[int | None, typer.Option(help="Lend Engine loan period (days)")]
-    = None,
-    url: Annotated[str | None, typer.Option(help="Snipe-IT base URL")] = None,
-    token_file: Annotated[Path | None, typer.Option(help="file holding the Snipe-IT API key "
-                                                    "(or $SNIPEIT_TOKEN)")] = None,
-    model_id: Annotated[int | None, typer.Option(help="Snipe-IT model id")] = None,
-    status_id: Annotated[int | None, typer.Option(help="Snipe-IT status label id")] = None,
-    data: DataOpt = None,
-    db: DbOpt = None,
-) -> None:
-    """Export devices for a loan system (Lend Engine TSV, Snipe-IT REST) or as CSV/JSON/ORDS."""
-    from provisioner.registry import export as ex
-
-    store = _store(data, db)
-    if fmt == "ords":
-        _write(ex.ords_csv(store.events(types={"repaired", "retired"})), output)
-        return
-    if fmt == "lendengine" and status is None:
-        status = "ready"
-    devices = store.list_devices(status=status, point=point, batch=_day(batch), limit=10**6)
-    if fmt == "lendengine":
-        opts = ex.LendEngineOptions(category=category, conditions=_conditions(condition),
-                                    loan_period=loan_period)
-        _write(ex.lendengine_tsv(devices, opts), output)
-    elif fmt == "csv":
-        _write(ex.devices_csv(devices), output)
-    elif fmt == "json":
-        _write(ex.devices_json(devices), output)
-    elif fmt == "snipeit":
-        _snipeit(devices, url, token_file, model_id, status_id)
-    else:
-        raise DeelitError(f"--format {fmt!r}: use lendengine, csv, json, ords or snipeit")
-
-
-def _snipeit(devices: Sequence[DeviceOut], url: str | None, token_file: Path | None,
-             model_id: int | None, status_id: int | None) -> None:
-    from provisioner.registry.export import sync_snipeit
-
-    if not url or model_id is None or status_id is None:
-        raise DeelitError("Snipe-IT needs --url, --model-id and --status-id (ids of a model and "
-                          "a status label that exist in Snipe-IT)")
-    if token_file is not None:
-        try:
-            token = token_file.read_text().strip()
-        except OSError as exc:
-            raise DeelitError(f"--token-file {token_file}: {exc.strerror}") from exc
-    else:
-        token = os.environ.get("SNIPEIT_TOKEN", "")
-    if not token:
-        raise DeelitError("no Snipe-IT API key: pass --token-file FILE or set SNIPEIT_TOKEN")
-    report = sync_snipeit(devices, url=url, token=token, model_id=model_id, status_id=status_id)
-    out.print(f"Snipe-IT: {len(report.created)} created, {len(report.present)} already there")
-    for tag, why in report.failed:
-        out.print(f"[red]refused[/] {tag}: {why}", highlight=False)
-    if report.failed:
-        raise DeelitError(f"Snipe-IT refused {len(report.failed)} asset(s); see above")
-
-
-@registry_app.command()
-def sync(
-    target: Annotated[str, typer.Argument(help="snipeit")],
-    status: Status = None,
-    point: Point = None,
-    url: Annotated[str | None, typer.Option(help="Snipe-IT base URL")] = None,
-    token_file: Annotated[Path | None, typer.Option(help="file holding the API key")] = None,
-    model_id: Annotated[int | None, typer.Option(help="Snipe-IT model id")] = None,
-    status_id: Annotated[int | None, typer.Option(help="Snipe-IT status label id")] = None,
-    data: DataOpt = None,
-    db: DbOpt = None,
-) -> None:
-    """Create in Snipe-IT the devices it does not have yet (same as export --format snipeit)."""
-    if target != "snipeit":
-        raise DeelitError(f"sync {target!r}: only 'snipeit' is supported")
-    devices = _store(data, db).list_devices(status=status, point=point, limit=10**6)
-    _snipeit(devices, url, token_file, model_id, status_id)
-
-
-@registry_app.command()
-def label(
-    asset_tags: Annotated[list[str] | None, typer.Argument(help="asset tags (default: the "
-                                                            "filters below)")] = None,
-    layout: Annotated[str, typer.Option(help="a4 (3x8 sheet) or roll62 (62 mm printer)")]
-    = "a4",
-    status: Status = None,
-    point: Point = None,
-    batch: Batch = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="PDF file")] = Path("labels.pdf"),
-    data: DataOpt = None,
-    db: DbOpt = None,
-) -> None:
-    """Print QR asset labels to a PDF."""
-    from provisioner.registry.labels import SHEETS, labels_pdf
-
-    if layout not in SHEETS:
-        raise DeelitError(f"--layout {layout!r}: use {' or '.join(SHEETS)}")
-    store = _store(data, db)
-    devices: Sequence[DeviceOut]
-    if asset_tags:
-        devices = [store.get_device(tag) for tag in asset_tags]
-    else:
-        devices = store.list_devices(status=status, point=point, batch=_day(batch), limit=10**6)
-    if not devices:
-        raise DeelitError("no devices match; nothing to label")
-    _write(labels_pdf(devices, layout), output)  # type: ignore[arg-type]
-
-
-@registry_app.command()
-def certificate(
-    asset_tag: str,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="PDF file")] = None,
-    organisation: Annotated[str, typer.Option(help="organisation on the certificate")]
-    = "DEEL IT",
-    data: DataOpt = None,
-    db: DbOpt = None,
-) -> None:
-    """Write the wipe certificate(s) of a device as PDF."""
-    from provisioner.registry.labels import certificate_pdf
-
-    pdf = certificate_pdf(_store(data, db).get_device(asset_tag), organisation)
-    _write(pdf, output or Path(f"{asset_tag}-wipe-certificate.pdf"))
+loan_commands.register(registry_app)  # export, sync, label, certificate

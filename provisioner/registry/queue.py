@@ -18,7 +18,8 @@ from pydantic import ValidationError
 from provisioner.errors import DeelitError
 from provisioner.registry.identity import NoIdentityError, derive_identity
 from provisioner.registry.schemas import DeviceIn, QueuedRecord
-from provisioner.registry.store import Caller, Store, canonical
+from provisioner.registry.store import Store, canonical
+from provisioner.registry.tokens import Caller
 
 MAX_FILE_BYTES = 1024 * 1024
 

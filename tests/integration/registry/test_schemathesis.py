@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, settings
 from provisioner.registry.api import create_app
 from provisioner.registry.schemas import DeviceIn
 from provisioner.registry.settings import Settings
-from provisioner.registry.store import Caller, Store
+from provisioner.registry.store import Store
+from provisioner.registry.tokens import Caller
 
 # Built at collection time because schemathesis parametrizes from a loaded schema; the
 # module fixture below removes it afterwards. The migrations are cheap on SQLite.

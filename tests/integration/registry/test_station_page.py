@@ -24,7 +24,8 @@ import pytest
 from provisioner.lab.postgres import RegistryServer
 from provisioner.registry.schemas import DeviceIn
 from provisioner.registry.settings import Settings
-from provisioner.registry.store import Caller, Store
+from provisioner.registry.store import Store
+from provisioner.registry.tokens import Caller
 
 
 class DevTools:

@@ -20,7 +20,8 @@ from provisioner.registry.identity import is_placeholder
 from provisioner.registry.lifecycle import EventType
 from provisioner.registry.schemas import DeviceIn, EventIn
 from provisioner.registry.settings import Settings
-from provisioner.registry.store import Caller, Store
+from provisioner.registry.store import Store
+from provisioner.registry.tokens import Caller
 
 CALLER = Caller("demo-test")
 SERIAL, MAC = "DEMO-K7P2QX", "52:54:00:3a:9c:11"

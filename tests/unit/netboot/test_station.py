@@ -23,7 +23,8 @@ from provisioner.registry.access import TokenScope
 from provisioner.registry.lifecycle import EventType
 from provisioner.registry.schemas import DeviceIn, EventIn
 from provisioner.registry.settings import Settings
-from provisioner.registry.store import Caller, Store
+from provisioner.registry.store import Store
+from provisioner.registry.tokens import Caller
 
 CALLER = Caller("test-station")
 

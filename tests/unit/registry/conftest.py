@@ -9,7 +9,8 @@ import pytest
 
 from provisioner.lab.postgres import PgCluster
 from provisioner.registry.settings import Settings
-from provisioner.registry.store import Caller, Store
+from provisioner.registry.store import Store
+from provisioner.registry.tokens import Caller
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,8 @@ from provisioner.registry.export import (
 )
 from provisioner.registry.lifecycle import EventType
 from provisioner.registry.schemas import DeviceIn, EventIn
-from provisioner.registry.store import Caller, Store
+from provisioner.registry.store import Store
+from provisioner.registry.tokens import Caller
 
 
 def _batch(store: Store, station: Caller) -> list[str]:

@@ -10,7 +10,8 @@ from provisioner.errors import DeelitError
 from provisioner.registry.labels import certificate_pdf, labels_pdf, qr_matrix
 from provisioner.registry.lifecycle import EventType
 from provisioner.registry.schemas import DeviceIn, EventIn
-from provisioner.registry.store import Caller, Store
+from provisioner.registry.store import Store
+from provisioner.registry.tokens import Caller
 
 MM = 72 / 25.4
 

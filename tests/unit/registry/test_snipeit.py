@@ -21,7 +21,8 @@ import pytest
 from provisioner.errors import DeelitError
 from provisioner.registry.export import sync_snipeit
 from provisioner.registry.schemas import DeviceIn
-from provisioner.registry.store import Caller, Store
+from provisioner.registry.store import Store
+from provisioner.registry.tokens import Caller
 
 TOKEN = "snipe-test-key"
 

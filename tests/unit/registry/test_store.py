@@ -15,7 +15,8 @@ from provisioner.registry.lifecycle import EventType
 from provisioner.registry.models import Base, Device, Event
 from provisioner.registry.schemas import DeviceIn, EventIn
 from provisioner.registry.settings import Settings
-from provisioner.registry.store import Caller, Store
+from provisioner.registry.store import Store
+from provisioner.registry.tokens import Caller
 
 
 def dev(**kw: object) -> DeviceIn:

@@ -28,7 +28,8 @@ from provisioner.registry.lifecycle import EventType
 from provisioner.registry.models import Token, UTCDateTime
 from provisioner.registry.schemas import DeviceIn, EventIn
 from provisioner.registry.settings import Settings
-from provisioner.registry.store import Caller, Store
+from provisioner.registry.store import Store
+from provisioner.registry.tokens import Caller
 
 cli_app = make_app()
 
