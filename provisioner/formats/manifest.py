@@ -152,6 +152,32 @@ def parse(raw: bytes | str, source: Path | str) -> Manifest:
                           f"{_describe(exc)}; {_rebuild(data)}") from None
 
 
+def check_files(manifest: Manifest, folder: Path, names: list[str]) -> None:
+    """Each named file of the build folder is the one the manifest describes (size and
+    SHA-256): a copy cut short or changed on the way is refused before anything uses it."""
+    import hashlib
+
+    recorded = {a.name: a for a in manifest.artifacts}
+    for name in names:
+        path = folder / name
+        art = recorded.get(name)
+        if art is None:
+            raise DeelitError(f"{path}: not listed in {folder / FILENAME}; copy the whole "
+                              "build folder again, or rebuild")
+        size = path.stat().st_size if path.is_file() else None
+        if size != art.size:
+            raise DeelitError(f"{path}: {size if size is not None else 'missing'} bytes, but "
+                              f"{FILENAME} says {art.size}: copy the whole build folder again, "
+                              "or rebuild")
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(4 << 20):
+                h.update(chunk)
+        if h.hexdigest() != art.sha256:
+            raise DeelitError(f"{path}: its SHA-256 is not the one in {FILENAME}: the file was "
+                              "changed or damaged; copy the whole build folder again, or rebuild")
+
+
 def _check_format(data: dict[str, Any], source: Path | str) -> None:
     fmt = data.get("format")
     if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt == FORMAT:

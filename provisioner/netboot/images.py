@@ -49,6 +49,7 @@ def _find(image_dir: Path) -> tuple[Path, Path, fm.Manifest]:
 def prepare(image_dir: Path, data_dir: Path) -> PreparedImage:
     """Expands the build's disk image once; a half-expanded one is never served."""
     image, bmap_path, manifest = _find(image_dir)
+    fm.check_files(manifest, image_dir, [image.name, bmap_path.name])  # before serving a byte
     build_id, profile = manifest.build_id, manifest.profile.name
     folder = data_dir / "images" / build_id
     block_map = bm.load(bmap_path)

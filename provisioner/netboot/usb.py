@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from provisioner.errors import DeelitError
+from provisioner.formats import manifest as fm
 
 ROOT_TYPE = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"  # the disk artifact's root partition
 
@@ -62,6 +63,7 @@ def prepare(stick: Path, image_dir: Path, *, action: str = "wipe-install",
     if not images or not maps or not manifest.is_file():
         raise DeelitError(f"{image_dir}: needs NAME.img.zst, NAME.bmap and manifest.json "
                           "(a build with outputs.disk)")
+    fm.check_files(fm.read(manifest), image_dir, [images[0].name, maps[0].name])
     with tempfile.TemporaryDirectory() as tmp:
         station = Path(tmp) / "station.json"
         station.write_text(json.dumps({"action": action, **({"point": point} if point else {})}))

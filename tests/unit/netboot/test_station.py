@@ -8,12 +8,14 @@ import json
 import re
 import subprocess
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from provisioner.build.manifest import artifact_record
 from provisioner.errors import DeelitError
 from provisioner.formats import bmap as bm
 from provisioner.netboot import dnsmasq, images, scripts, server
@@ -50,6 +52,16 @@ def store(cfg: StationConfig) -> Iterator[Store]:
 
 def make_image(folder: Path, manifest: dict[str, Any], build_id: str = "ci-20260101-abc",
                size: int = 8 << 20) -> bm.BlockMap:
+    return _make_image(folder, manifest, build_id, size)
+
+
+def _describe(manifest: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The manifest describing the folder's image and map as the build records them."""
+    return manifest | {"artifacts": [asdict(artifact_record(folder / n, k))
+                                     for n, k in (("ci.img.zst", "disk-image"), ("ci.bmap", "bmap"))]}
+
+
+def _make_image(folder: Path, manifest: dict[str, Any], build_id: str, size: int) -> bm.BlockMap:
     """A sparse raw image with two mapped islands, compressed like the disk artifact ships it."""
     folder.mkdir(parents=True, exist_ok=True)
     raw = folder / "ci.img"
@@ -62,7 +74,7 @@ def make_image(folder: Path, manifest: dict[str, Any], build_id: str = "ci-20260
     block_map = bm.create(raw)
     block_map.write(folder / "ci.bmap")
     subprocess.run(["zstd", "-q", "--rm", "-f", str(raw)], check=True)
-    (folder / "manifest.json").write_text(json.dumps(manifest | {"build_id": build_id}))
+    (folder / "manifest.json").write_text(json.dumps(_describe(manifest, folder) | {"build_id": build_id}))
     return block_map
 
 
@@ -205,9 +217,28 @@ def test_prepare_expands_image_once_and_refuses_mismatch(cfg: StationConfig,
     make_image(other, manifest_data, "other-build")
     make_image(other / "bigger", manifest_data, "bigger", size=9 << 20)
     (other / "bigger" / "ci.bmap").replace(other / "ci.bmap")  # the map of another image
-    with pytest.raises(DeelitError, match="do not match"):
+    with pytest.raises(DeelitError, match=r"ci.bmap: .*manifest.json"):  # not the build's file
+        images.prepare(other, cfg.data_dir)
+    manifest = json.loads((other / "manifest.json").read_text())  # a manifest that agrees...
+    (other / "manifest.json").write_text(json.dumps(_describe(manifest, other)))
+    with pytest.raises(DeelitError, match="do not match"):  # ...with a map of another image
         images.prepare(other, cfg.data_dir)
     assert not (cfg.data_dir / "images" / "other-build").exists()
+
+
+def test_a_changed_byte_in_the_image_is_refused_before_anything_is_served(
+        cfg: StationConfig, manifest_data: dict[str, Any]) -> None:
+    make_image(cfg.image_dir, manifest_data)
+    image = cfg.image_dir / "ci.img.zst"
+    data = bytearray(image.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    image.write_bytes(bytes(data))
+    with pytest.raises(DeelitError, match=rf"^{image}: its SHA-256 is not the one in manifest.json"):
+        images.prepare(cfg.image_dir, cfg.data_dir)
+    assert not (cfg.data_dir / "images").exists()
+    image.write_bytes(bytes(data[:-1]))  # cut short on the way
+    with pytest.raises(DeelitError, match=rf"^{image}: {len(data) - 1} bytes, but manifest.json says"):
+        images.prepare(cfg.image_dir, cfg.data_dir)
 
 
 def test_prepare_names_what_is_missing(cfg: StationConfig, manifest_data: dict[str, Any]) -> None:

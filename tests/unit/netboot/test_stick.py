@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from provisioner.build.manifest import artifact_record
 from provisioner.errors import DeelitError
 from provisioner.netboot import usb
 
@@ -24,13 +27,15 @@ def stick_file(path: Path) -> Path:
     return path
 
 
-def test_prepare_then_read_queue(tmp_path: Path) -> None:
+def test_prepare_then_read_queue(tmp_path: Path, manifest_data: dict[str, Any]) -> None:
     stick = stick_file(tmp_path / "stick.raw")
     image = tmp_path / "ci"
     image.mkdir()
     (image / "ci.img.zst").write_bytes(b"zstd-frames" * 1000)
     (image / "ci.bmap").write_text("<bmap/>")
-    (image / "manifest.json").write_text('{"build_id": "ci-1"}')
+    artifacts = [asdict(artifact_record(image / n, k)) for n, k in (("ci.img.zst", "disk-image"),
+                                                                    ("ci.bmap", "bmap"))]
+    (image / "manifest.json").write_text(json.dumps(manifest_data | {"artifacts": artifacts}))
     usb.prepare(stick, image, action="wipe-install", point="MEC")
     out = tmp_path / "out"
     out.mkdir()
@@ -56,3 +61,20 @@ def test_refuses_what_is_not_an_installer_stick(tmp_path: Path) -> None:
     stick = stick_file(tmp_path / "stick.raw")
     with pytest.raises(DeelitError, match=r"needs NAME\.img\.zst"):
         usb.prepare(stick, tmp_path / "nothing-built")
+
+
+def test_a_damaged_image_is_refused_before_the_stick_is_written(tmp_path: Path,
+                                                                manifest_data: dict[str, Any]) -> None:
+    stick = stick_file(tmp_path / "stick.raw")
+    image = tmp_path / "pupil"
+    image.mkdir()
+    (image / "pupil.img.zst").write_bytes(b"zstd-frames" * 1000)
+    (image / "pupil.bmap").write_text("<bmap/>")
+    artifacts = [asdict(artifact_record(image / n, k)) for n, k in (("pupil.img.zst", "disk-image"),
+                                                                    ("pupil.bmap", "bmap"))]
+    (image / "manifest.json").write_text(json.dumps(manifest_data | {"artifacts": artifacts}))
+    (image / "pupil.img.zst").write_bytes(b"zstd-frameZ" * 1000)  # same size, one byte changed
+    before = stick.read_bytes()
+    with pytest.raises(DeelitError, match=r"pupil.img.zst: its SHA-256 is not the one in manifest.json"):
+        usb.prepare(stick, image)
+    assert stick.read_bytes() == before  # nothing half-written
