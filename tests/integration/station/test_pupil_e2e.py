@@ -88,7 +88,12 @@ def test_pupil_laptop_through_the_station(firmware: str, tmp_path: Path, pupil_t
                 qmp.key("ret")  # the greeter preselects the child; no password
             seen["child_desktop"] = wait_for(ssh, f"pgrep -u {CHILD_LOGIN} -x xfdesktop", 1200,
                                              "the child's XFCE desktop")
-            seen["session"] = run(ssh, "loginctl list-sessions --no-legend")[1]
+            session_id = wait_for(ssh, f"loginctl list-sessions --no-legend | awk '$3 == "
+                                       f"\"{CHILD_LOGIN}\" {{print $1}}' | grep .", 300,
+                                  "the child's login session").split()[0]
+            seen["session"] = run(ssh, f"loginctl show-session {session_id} -p Type -p Active "
+                                       "-p Name")[1]
+            time.sleep(60)  # let TCG draw the desktop before the picture
             laptop.screenshot(tmp_path / "logs" / "child-desktop.png")
         finally:
             ssh.close()
@@ -109,6 +114,7 @@ def test_pupil_laptop_through_the_station(firmware: str, tmp_path: Path, pupil_t
     assert not {"sudo", "adm", "root"} & set(seen["child_groups"])  # type: ignore[arg-type]
     assert seen["child_sudo"] != 0 and "not allowed to run sudo" in str(seen["sudo_list"])
     assert seen["getent_blocked"] != 0 and seen["rcode_blocked"] == "3", seen
-    assert CHILD_LOGIN in str(seen["session"]) and seen["child_desktop"]
+    assert {f"Name={CHILD_LOGIN}", "Type=x11", "Active=yes"} <= set(str(seen["session"]).split())
+    assert seen["child_desktop"]
     print(f"pupil via the station ({firmware}): registered {result.registered_s:.0f} s, ready "
           f"{result.ready_s:.0f} s, disk boot {result.disk_boot_s:.0f} s")
