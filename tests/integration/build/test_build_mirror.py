@@ -1,7 +1,8 @@
 """A build's mirror is the build's: a `ci` build that fetches through a café-style apt cache
 (here a forwarding proxy on 127.0.0.1 in front of the host's own mirror) leaves no trace of
-it in the image: not in the apt sources the laptop keeps, nor anywhere in the tree, the
-manifest, the SBOM or the checksums. The laptop keeps the build host's sources (the default).
+it in the image: not in the apt sources the laptop keeps, nor anywhere in the tree, the disk
+and netboot artifacts, the SBOM or the checksums (only the manifest records the profile as
+written). The laptop keeps the build host's sources (the default).
 
 Real mmdebstrap and ansible-core; the proxy forwards to the host's configured Debian mirror,
 as the build itself would go there.
@@ -23,6 +24,7 @@ import pytest
 from provisioner.build import pipeline
 from provisioner.build.cache import Cache
 from provisioner.build.mirrors import resolve_mirrors
+from provisioner.formats import manifest as fm
 from provisioner.profile import load_profile
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
@@ -95,7 +97,12 @@ def test_build_mirror_never_reaches_the_image(apt_cache: AptCache, tmp_path: Pat
     marker = apt_cache.base.removeprefix("http://")  # 127.0.0.1:PORT
     found = subprocess.run(["grep", "-rlF", "--binary-files=text", marker, str(ctx.tree), str(out)],
                            capture_output=True, text=True, check=False)
-    assert found.returncode == 1, f"the build mirror {marker} is in: {found.stdout}"
+    # The manifest records the profile as written (provenance for whoever checks the build);
+    # nothing that reaches a laptop, nor any other output, may name the build's mirror.
+    assert found.stdout.split() == [str(out / "manifest.json")], f"the build mirror {marker} is in: {found.stdout}"
+    manifest = fm.read(out / fm.FILENAME)
+    assert manifest.profile.resolved["mirror"] == f"{apt_cache.base}/debian"
+    assert marker not in manifest.model_dump_json(exclude={"profile"})
 
     sources = (ctx.tree / "etc/apt/sources.list.d/debian.sources").read_text()
     assert f"URIs: {host.debian}" in sources  # what the laptop keeps: the host's own sources
