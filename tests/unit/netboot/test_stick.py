@@ -27,15 +27,20 @@ def stick_file(path: Path) -> Path:
     return path
 
 
+def build_folder(image: Path, stem: str, manifest_data: dict[str, Any]) -> Path:
+    """A build folder with a (fake) disk image and map that its manifest describes."""
+    image.mkdir()
+    (image / f"{stem}.img.zst").write_bytes(b"zstd-frames" * 1000)
+    (image / f"{stem}.bmap").write_text("<bmap/>")
+    artifacts = [asdict(artifact_record(image / f"{stem}{ext}", kind))
+                 for ext, kind in ((".img.zst", "disk-image"), (".bmap", "bmap"))]
+    (image / "manifest.json").write_text(json.dumps(manifest_data | {"artifacts": artifacts}))
+    return image
+
+
 def test_prepare_then_read_queue(tmp_path: Path, manifest_data: dict[str, Any]) -> None:
     stick = stick_file(tmp_path / "stick.raw")
-    image = tmp_path / "ci"
-    image.mkdir()
-    (image / "ci.img.zst").write_bytes(b"zstd-frames" * 1000)
-    (image / "ci.bmap").write_text("<bmap/>")
-    artifacts = [asdict(artifact_record(image / n, k)) for n, k in (("ci.img.zst", "disk-image"),
-                                                                    ("ci.bmap", "bmap"))]
-    (image / "manifest.json").write_text(json.dumps(manifest_data | {"artifacts": artifacts}))
+    image = build_folder(tmp_path / "ci", "ci", manifest_data)
     usb.prepare(stick, image, action="wipe-install", point="MEC")
     out = tmp_path / "out"
     out.mkdir()
@@ -66,13 +71,7 @@ def test_refuses_what_is_not_an_installer_stick(tmp_path: Path) -> None:
 def test_a_damaged_image_is_refused_before_the_stick_is_written(tmp_path: Path,
                                                                 manifest_data: dict[str, Any]) -> None:
     stick = stick_file(tmp_path / "stick.raw")
-    image = tmp_path / "pupil"
-    image.mkdir()
-    (image / "pupil.img.zst").write_bytes(b"zstd-frames" * 1000)
-    (image / "pupil.bmap").write_text("<bmap/>")
-    artifacts = [asdict(artifact_record(image / n, k)) for n, k in (("pupil.img.zst", "disk-image"),
-                                                                    ("pupil.bmap", "bmap"))]
-    (image / "manifest.json").write_text(json.dumps(manifest_data | {"artifacts": artifacts}))
+    image = build_folder(tmp_path / "pupil", "pupil", manifest_data)
     (image / "pupil.img.zst").write_bytes(b"zstd-frameZ" * 1000)  # same size, one byte changed
     before = stick.read_bytes()
     with pytest.raises(DeelitError, match=r"pupil.img.zst: its SHA-256 is not the one in manifest.json"):
