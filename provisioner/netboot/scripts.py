@@ -104,15 +104,7 @@ class ActionBook:
 
 def find_device(store: Store, machine: Machine) -> DeviceOut | None:
     """The registry's record of this machine: by real serial, else by MAC."""
-    if machine.usable_serial:
-        found = store.list_devices(serial=machine.usable_serial, limit=2)
-        if found:
-            return found[0]
-    if machine.mac:
-        for dev in store.list_devices(limit=1000):
-            if machine.mac in (m.lower() for m in dev.macs):
-                return dev
-    return None
+    return store.find_device(serial=machine.usable_serial, mac=machine.mac)
 
 
 def decide(machine: Machine, default: Action, book: ActionBook, store: Store | None) -> Decision:

@@ -102,10 +102,16 @@ def is_mac(value: str) -> bool:
     return bool(_MAC_RE.match(value))
 
 
+def clean_mac(value: str) -> str | None:
+    """aa:bb:cc:dd:ee:ff for any MAC written with colons or dashes; None for anything else."""
+    mac = value.strip().casefold().replace("-", ":")
+    return mac if _MAC_RE.match(mac) else None
+
+
 def normalise_mac(value: str) -> str | None:
     """aa:bb:cc:dd:ee:ff for a MAC burnt in by the maker; None for random or invalid ones."""
-    mac = value.strip().casefold().replace("-", ":")
-    if not _MAC_RE.match(mac):
+    mac = clean_mac(value)
+    if mac is None:
         return None
     first = int(mac[:2], 16)
     # Bit 1: locally administered (randomised Wi-Fi, USB tethering, VMs' bridges); bit 0:

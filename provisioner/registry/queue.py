@@ -12,16 +12,22 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from provisioner.errors import DeelitError
 from provisioner.registry.identity import NoIdentityError, derive_identity
 from provisioner.registry.schemas import DeviceIn, QueuedRecord
-from provisioner.registry.store import Store, canonical
+from provisioner.registry.store import Store
 from provisioner.registry.tokens import Caller
 
 MAX_FILE_BYTES = 1024 * 1024
+
+
+def canonical(obj: Any) -> str:
+    """One text for equal JSON values, whatever their key order: what the event uids hash."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
 @dataclass

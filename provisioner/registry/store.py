@@ -8,11 +8,10 @@ and is retried, finding the winner's row; so a tag is issued only with a committ
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid as uuidlib
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, String, cast, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -36,7 +35,6 @@ from provisioner.registry.tokens import Caller, TokenStore, utcnow
 _RETRIES = 8
 _INVENTORY_FIELDS = ("serial", "baseboard_serial", "uuid", "macs", "maker", "model", "cpu",
                      "ram_bytes", "disks", "battery")
-TOKEN_PREFIX = "dlt_"
 
 
 def _event_out(ev: Event) -> EventOut:
@@ -139,7 +137,7 @@ class Store(TokenStore):
                 continue
             value: Any = getattr(body, name)
             if name == "macs":
-                value = [m for m in (_mac(v) for v in value) if m]
+                value = [m for m in (identity.clean_mac(v) for v in value) if m]
             elif name == "disks":
                 value = [d.model_dump(exclude_none=True) for d in value]
             elif name == "battery":
@@ -252,21 +250,46 @@ class Store(TokenStore):
     def list_devices(self, *, status: str | None = None, point: str | None = None,
                      batch: dt.date | None = None, serial: str | None = None,
                      limit: int = 500, offset: int = 0) -> list[DeviceOut]:
+        where = [cond for value, cond in ((status, Device.status == status),
+                                          (point, Device.point == point),
+                                          (batch, Device.batch_date == batch),
+                                          (serial, Device.serial == serial)) if value]
+        return self._devices(*where, limit=limit, offset=offset)
+
+    def find_device(self, *, serial: str | None = None, maker: str | None = None,
+                    mac: str | None = None) -> DeviceOut | None:
+        """The one device with this real serial (with the maker, when known: serials are
+        unique per maker only), else the one that has this MAC. None when there is none, or
+        when several match (two makers' serial, a USB NIC lent from laptop to laptop): a
+        guess could wipe the wrong machine."""
+        if serial and not identity.is_placeholder(serial):
+            if maker:
+                key = identity.derive_identity(serial=serial, baseboard_serial=None, uuid=None,
+                                               macs=(), maker=maker).key
+                found = self._devices(Device.identity_key == key, limit=2)
+            else:
+                found = self._devices(Device.serial == serial.strip(), limit=2)
+            if len(found) == 1:
+                return found[0]
+        wanted = identity.clean_mac(mac or "")
+        if wanted:
+            # macs is a JSON list of strings, so its text holds each MAC in quotes (the same
+            # on SQLite and PostgreSQL; no portable JSON-contains operator exists).
+            found = self._devices(cast(Device.macs, String).ilike(f'%"{wanted}"%'), limit=2)
+            if len(found) == 1:
+                return found[0]
+        return None
+
+    def _devices(self, *where: ColumnElement[bool], limit: int, offset: int = 0
+                 ) -> list[DeviceOut]:
+        """Devices with their last event, in registration order."""
         last = (select(Event.device_id, func.max(Event.id).label("last_id"))
                 .group_by(Event.device_id).subquery())
         stmt = (
             select(Device, Event).outerjoin(last, last.c.device_id == Device.id)
-            .outerjoin(Event, Event.id == last.c.last_id).order_by(Device.id)
+            .outerjoin(Event, Event.id == last.c.last_id).where(*where).order_by(Device.id)
+            .limit(limit).offset(offset)
         )
-        if status:
-            stmt = stmt.where(Device.status == status)
-        if point:
-            stmt = stmt.where(Device.point == point)
-        if batch:
-            stmt = stmt.where(Device.batch_date == batch)
-        if serial:
-            stmt = stmt.where(Device.serial == serial)
-        stmt = stmt.limit(limit).offset(offset)
         with self.db.read() as s:
             return [DeviceOut(**_device_fields(d), last_event=_event_out(e) if e else None)
                     for d, e in s.execute(stmt).all()]
@@ -306,20 +329,12 @@ class Store(TokenStore):
         with self.db.read() as s:
             return [_build_out(b) for b in s.scalars(select(Build).order_by(Build.recorded_at))]
 
+
 def _build_out(b: Build) -> BuildOut:
     return BuildOut(build_id=b.build_id, profile=b.profile, profile_digest=b.profile_digest,
                     manifest_sha256=b.manifest_sha256, created=b.created, artifacts=b.artifacts,
                     recorded_at=b.recorded_at)
 
 
-def _mac(value: str) -> str | None:
-    mac = value.strip().casefold().replace("-", ":")
-    return mac if identity.is_mac(mac) else None
-
-
 def _valid_grade(grade: str) -> bool:
     return 1 <= len(grade) <= 2 and grade[0].isupper() and grade[1:] in ("", "+", "-")
-
-
-def canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import delete, inspect, text, update
+from sqlalchemy import delete, insert, inspect, text, update
 from sqlalchemy.exc import DBAPIError
 
 from provisioner.registry.errors import Conflict, Invalid, NotFound
@@ -131,6 +131,47 @@ def test_retired_is_final(store: Store, station: Caller) -> None:
     store.add_event(tag, EventIn(type=EventType.retired), station)
     with pytest.raises(Conflict, match="retired"):
         store.register(dev(), station)
+
+
+def test_find_device_by_serial_maker_and_mac(store: Store, station: Caller) -> None:
+    a = store.register(dev(), station).asset_tag
+    b = store.register(dev(serial="PF0ABCDE", maker="Dell Inc.", macs=["00:1a:2b:3c:4d:5e"],
+                           uuid=None), station).asset_tag
+    oem = store.register(dev(serial="To Be Filled By O.E.M.", baseboard_serial=None, uuid=None,
+                             macs=["00:1a:2b:00:00:07", "02:00:00:00:00:01"]), station).asset_tag
+
+    def found(**kw: str | None) -> str | None:
+        d = store.find_device(**kw)
+        return d.asset_tag if d else None
+
+    assert found(serial="PF0ABCDE", maker=" lenovo ") == a  # as the identity reads the maker
+    assert found(serial="PF0ABCDE", maker="Dell Inc.") == b
+    # two makers' machines share the serial: only a MAC tells them apart, never a guess
+    assert found(serial="PF0ABCDE") is None
+    assert found(serial="PF0ABCDE", mac="00-1A-2B-3C-4D-5E") == b
+    assert found(serial="To Be Filled By O.E.M.", mac="00:1a:2b:00:00:07") == oem
+    assert found(mac="02:00:00:00:00:01") == oem  # any NIC the inventory listed
+    assert found(mac="00:1a:2b:00:00:0") is None  # whole MACs only
+    assert found(mac="not a mac") is None and found() is None
+    # a USB NIC lent from laptop to laptop names no one machine
+    store.register(dev(serial="OTHER123", macs=["00:1a:2b:00:00:07"]), station)
+    assert found(mac="00:1a:2b:00:00:07") is None
+
+
+def test_find_device_by_mac_among_10000(sqlite_store: Store) -> None:
+    now = dt.datetime.now(dt.UTC)
+    rows = [{"asset_tag": f"DEELIT-MEC-{i:06d}", "identity_key": f"serial::sn{i}",
+             "identity_source": "serial", "point": "MEC", "serial": f"SN{i}",
+             "macs": [f"00:1a:2b:{i >> 16:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"],
+             "disks": [], "status": "registered", "needs_wipe": False,
+             "serial_placeholder": False, "batch_date": now.date(), "created_at": now,
+             "updated_at": now} for i in range(1, 10_001)]
+    with sqlite_store.db.write() as s:
+        s.execute(insert(Device), rows)
+    assert sqlite_store.count_devices() == 10_000
+    found = sqlite_store.find_device(mac="00:1a:2b:00:26:f4")  # 9972: far past the first 1,000
+    assert found is not None and found.asset_tag == "DEELIT-MEC-009972"
+    assert sqlite_store.find_device(mac="00:1a:2b:00:ff:ff") is None
 
 
 def test_builds(store: Store) -> None:
