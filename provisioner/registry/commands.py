@@ -1,4 +1,5 @@
-"""`deelit registry ...`: serve, tokens, devices, events, builds, import, exports, labels."""
+"""`deelit registry ...`: serve, tokens, devices, events, builds, import; the group that
+loan_commands.py adds export, sync, label and certificate to."""
 
 from __future__ import annotations
 
