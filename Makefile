@@ -34,14 +34,17 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
+# `make lock` keeps every pin pyproject.toml still allows; `make lock LOCK_ARGS=--upgrade`
+# moves each to the newest release it allows.
 LOCKTOOL := .cache/locktool
+LOCK_ARGS ?=
 lock:
 	test -x $(LOCKTOOL)/bin/pip-compile || { $(PYTHON) -m venv $(LOCKTOOL) && \
 		$(LOCKTOOL)/bin/pip install --quiet pip-tools; }
 	$(LOCKTOOL)/bin/pip-compile --quiet --generate-hashes --extra test --allow-unsafe \
 		--strip-extras --build-deps-for wheel --build-deps-for editable \
 		--no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
-		--output-file requirements.lock pyproject.toml
+		--output-file requirements.lock $(LOCK_ARGS) pyproject.toml
 
 demo: setup
 	$(DEELIT) demo $(DEMO_ARGS)

@@ -52,8 +52,10 @@ def main() -> None:
         make_app(first if known else None)()
     except DeelitError as exc:
         from rich.console import Console  # only now: a --json run never draws anything
+        from rich.markup import escape
 
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False,
+        # escaped: a message quotes what the user wrote (and patterns like [a-z]) verbatim
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
                                    soft_wrap=True)
         sys.exit(exc.exit_code)
 

@@ -1,33 +1,36 @@
 """Image profiles: YAML under images/, `extends:` merging, validation naming file and key.
 
 Merging rules (child over parent): mappings merge key by key, lists append, a key set to
-null resets it to its default. Roles merge by name: a child entry for a role the parent
-already lists updates that role's vars in place; new roles append in order. A role entry
-names its role with `name:` or, as Ansible playbooks do, `role:`.
+null resets it to its default (a role variable too). Roles merge by name: a child entry for a
+role the parent already lists updates that role's vars in place; new roles append in order.
+Role entries are written as Ansible playbooks write them: `- role: base` (or `name:`), or
+just `- base`.
 
-Every problem of a file is reported at once, one line each with the key path (at most
-MAX_SHOWN, then a count); role variables are checked against the roles' argument specs.
+Every problem of every file of a profile is reported at once, one line each with the file
+and the key path (a screenful, then a count: problems.py); role variables are checked against the
+roles' argument specs (role_specs.py).
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from provisioner import role_specs
 from provisioner.errors import DeelitError
+from provisioner.problems import key_path, model_problems, raise_all, shown
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 IMAGES_DIR = PROJECT_ROOT / "images"
 ROLES_DIR = PROJECT_ROOT / "roles"
 
 SUITES = ("trixie", "bookworm")
-MAX_SHOWN = 20  # problems listed in one error, a screenful
 Component = Literal["main", "contrib", "non-free", "non-free-firmware"]
 
 
@@ -139,7 +142,7 @@ def find_profile(ref: str, images_dir: Path = IMAGES_DIR) -> Path:
     path = images_dir / f"{ref}.yaml"
     if not path.is_file():
         known = ", ".join(list_profiles(images_dir)) or "none"
-        raise DeelitError(f"profile '{ref}' not found in {images_dir} (known: {known})")
+        raise DeelitError(f"profile '{ref}' not found in {shown(images_dir)} (known: {known})")
     return path
 
 
@@ -152,12 +155,21 @@ def available_roles(roles_dir: Path = ROLES_DIR) -> list[str]:
 
 
 def load_profile(ref: str, images_dir: Path = IMAGES_DIR, roles_dir: Path = ROLES_DIR) -> Profile:
-    """Loads, merges and validates a profile; every error names the file and the key path."""
+    """Loads, merges and validates a profile. Every problem of every file it is made of is
+    raised at once, each naming the file that holds it and the key path."""
     path = find_profile(ref, images_dir)
-    merged = _load_merged(path, images_dir, roles_dir, chain=[])
-    merged.setdefault("name", path.stem)
-    _raise_problems(path, _role_problems(merged, roles_dir, complete=True))
-    profile = _validate(merged, path)
+    problems: list[str] = []
+    merged = _load_merged(path, images_dir, roles_dir, [], problems)
+    if merged is not None and not problems:
+        # Each file was valid on its own; what is left can only show in the whole.
+        merged = _without_nulls(merged)
+        merged.setdefault("name", path.stem)
+        problems += [f"{shown(path)}: {key_path(loc)}: {msg}"
+                     for loc, _, msg in model_problems(Profile, merged)]
+        problems += [f"{shown(path)}: roles: {p}" for p in _missing_required(merged, roles_dir)]
+    raise_all(path, problems)
+    assert merged is not None
+    profile = Profile.model_validate(merged)
     profile._source_files = profile_files(str(path), images_dir)
     return profile
 
@@ -175,61 +187,55 @@ def profile_files(ref: str, images_dir: Path = IMAGES_DIR) -> list[Path]:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
+    except OSError as exc:
+        raise DeelitError(f"{shown(path)}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         problem = getattr(exc, "problem", None) or str(exc)
-        raise DeelitError(f"{path}: invalid YAML at {where}: {problem}") from None
-    except OSError as exc:
-        raise DeelitError(f"{path}: cannot read: {exc.strerror}") from None
+        raise DeelitError(f"{shown(path)}: invalid YAML at {where}: {problem}") from None
     if data is None or data == {}:
         # A truncated copy or a wrong path, almost always: never build defaults from it.
-        raise DeelitError(f"{path}: the profile is empty; a profile names at least what it "
-                          "extends or its roles (see images/ci.yaml)")
+        raise DeelitError(f"{shown(path)}: the profile is empty; a profile names at least what "
+                          "it extends or its roles (see images/ci.yaml)")
     if not isinstance(data, dict):
-        raise DeelitError(f"{path}: (top level): must be a mapping of profile keys")
+        raise DeelitError(f"{shown(path)}: (top level): must be a mapping of profile keys")
     return data
 
 
-def _role_names_as_ansible_does(data: dict[str, Any], path: Path) -> None:
-    """`- role: base` (Ansible's playbook spelling) is `- name: base`; both at once must agree."""
-    roles = data.get("roles")
-    if not isinstance(roles, list):
-        return
-    for index, entry in enumerate(roles):
-        if isinstance(entry, dict) and "role" in entry:
-            entry = dict(entry)
-            role = entry.pop("role")
-            if "name" in entry and entry["name"] != role:
-                raise DeelitError(f"{path}: roles[{index}]: role: {role!r} and name: "
-                                  f"{entry['name']!r} disagree; keep one of them")
-            entry["name"] = role
-            roles[index] = entry
-
-
 def _load_merged(
-    path: Path, images_dir: Path, roles_dir: Path, chain: list[Path]
-) -> dict[str, Any]:
+    path: Path, images_dir: Path, roles_dir: Path, chain: list[Path], problems: list[str]
+) -> dict[str, Any] | None:
+    """The file at `path` merged over its parents. Every problem of each file of the chain
+    goes to `problems` as a line naming that file (the child's first); None when the chain
+    could not be read whole."""
     if path in chain:
         cycle = " -> ".join(p.stem for p in [*chain, path])
-        raise DeelitError(f"{chain[-1]}: extends: cycle {cycle}; remove one of the links")
-    own = _read_yaml(path)
-    _role_names_as_ansible_does(own, path)
-    # Each file must be a valid profile on its own (defaults filling the gaps): errors then
-    # name the file that holds the bad key, not the child that extends it.
-    _raise_problems(path, [
-        *_problems({k: v for k, v in own.items() if v is not None and k != "extends"}
-                   | {"name": own.get("name") or path.stem}),
-        *_role_problems(own, roles_dir),
-    ])
+        problems.append(f"{shown(chain[-1])}: extends: cycle {cycle}; remove one of the links")
+        return None
+    try:
+        own = _read_yaml(path)
+    except DeelitError as exc:
+        problems.append(str(exc))
+        return None
+    problems += [f"{shown(path)}: {p}" for p in _file_problems(own, path, roles_dir)]
     parent_ref = own.pop("extends", None)
     if parent_ref is None:
         return own
     if not isinstance(parent_ref, str):
-        raise DeelitError(f"{path}: extends: must be a profile name or a path to a YAML file")
-    parent_path = _resolve_parent(parent_ref, path, images_dir)
-    parent = _load_merged(parent_path, images_dir, roles_dir, [*chain, path])
+        problems.append(f"{shown(path)}: extends: must be a profile name or a path to a YAML file")
+        return None
+    try:
+        parent_path = _resolve_parent(parent_ref, path, images_dir)
+    except DeelitError as exc:
+        problems.append(str(exc))
+        return None
+    parent = _load_merged(parent_path, images_dir, roles_dir, [*chain, path], problems)
+    if parent is None or problems:
+        return None
     parent.pop("name", None)
     parent.pop("description", None)
     return merge(parent, own)
@@ -240,27 +246,143 @@ def _resolve_parent(ref: str, child: Path, images_dir: Path) -> Path:
         for candidate in (base / ref, base / f"{ref}.yaml"):
             if candidate.is_file():
                 return candidate.resolve()
-    raise DeelitError(f"{child}: extends: profile '{ref}' not found beside it or in {images_dir}")
+    raise DeelitError(f"{shown(child)}: extends: profile '{ref}' not found beside it or in "
+                      f"{shown(images_dir)}")
 
 
-def _role_problems(own: dict[str, Any], roles_dir: Path, *, complete: bool = False) -> list[str]:
-    """Unknown roles, and each role's vars against its argument spec."""
+# --- one file's problems ---------------------------------------------------------------
+
+
+def _file_problems(own: dict[str, Any], path: Path, roles_dir: Path) -> list[str]:
+    """Every problem of one file as a valid profile on its own (defaults filling the gaps),
+    so each is named by the file that holds the bad key, not by a child that extends it.
+    Normalizes its role entries in place (see `_ansible_role_entries`)."""
+    labels, entry_problems = _ansible_role_entries(own)
+    data = _without_nulls({k: v for k, v in own.items() if k != "extends"})
+    data["name"] = own.get("name") or path.stem
+    given = data.get("roles")
+    roles: list[Any] = given if isinstance(given, list) else []
+    role_lines, settled = _role_problems(roles, roles_dir, labels, entry_problems)
+    lines = []
+    for loc, kind, msg in model_problems(Profile, data):
+        if loc[:1] == ("roles",) and len(loc) >= 2 and isinstance(loc[1], int):
+            if loc[1] in settled and (len(loc) == 2 or loc[2] == "name"):
+                continue  # the entry's own line says it better
+            if len(loc) == 3 and kind == "extra_forbidden" and isinstance(roles[loc[1]], dict):
+                msg = _unknown_role_key(str(loc[2]), roles[loc[1]].get("name"), roles_dir)
+            if len(loc) >= 3 and loc[2] == "name" and labels.get(loc[1]) == "role":
+                loc = (*loc[:2], "role", *loc[3:])
+        lines.append(f"{key_path(loc)}: {msg}")
+    return [*lines, *role_lines]
+
+
+def _ansible_role_entries(own: dict[str, Any]) -> tuple[dict[int, str], dict[int, str | None]]:
+    """Role entries as Ansible playbooks write them, made `{name: …, vars: …}` in place:
+    `- base`, `- role: base`, `- name: base` (`role:` and `name:` at once must agree).
+    Returns how each entry named its role (for key paths), and the problems of entries that
+    name none (None: another line already says it)."""
+    labels: dict[int, str] = {}
+    problems: dict[int, str | None] = {}
+    given = own.get("roles")
+    roles: list[Any] = given if isinstance(given, list) else []
+    for index, entry in enumerate(roles):
+        if isinstance(entry, str):
+            roles[index], labels[index] = {"name": entry}, ""
+        elif not isinstance(entry, dict):
+            problems[index] = (f"must be a role's name or a mapping with role: (and vars:), "
+                               f"not {entry!r:.40}")
+        elif "role" in entry:
+            labels[index] = "role"
+            entry = dict(entry)
+            role = entry.pop("role")
+            if "name" in entry and entry["name"] != role:
+                problems[index] = (f"role: {role!r} and name: {entry['name']!r} disagree; "
+                                   "keep one of them")
+            roles[index] = entry | {"name": role}
+        elif "name" in entry:
+            labels[index] = "name"
+        elif any(difflib.get_close_matches(str(key), ["role", "name"], n=1) for key in entry):
+            problems[index] = None  # `rolee: base`: its unknown key's line says it
+        else:
+            problems[index] = "names no role; write role: NAME (as Ansible does) or name: NAME"
+    return labels, problems
+
+
+def _entry_key(index: int, labels: dict[int, str]) -> str:
+    label = labels.get(index, "name")
+    return f"roles[{index}].{label}" if label else f"roles[{index}]"
+
+
+def _role_problems(
+    roles: list[Any], roles_dir: Path, labels: dict[int, str],
+    entry_problems: dict[int, str | None],
+) -> tuple[list[str], set[int]]:
+    """Entries naming no role or one missing from roles/, and each role's vars against its
+    argument spec. Also returns the entries whose role name is already reported."""
     known = available_roles(roles_dir)
     found: list[str] = []
-    roles = own.get("roles")
-    for index, role in enumerate(roles if isinstance(roles, list) else []):
+    settled: set[int] = set()
+    for index, role in enumerate(roles):
+        if index in entry_problems:
+            if entry_problems[index]:
+                found.append(f"roles[{index}]: {entry_problems[index]}")
+            settled.add(index)
+            continue
         name = role.get("name") if isinstance(role, dict) else None
         if not isinstance(name, str):
-            continue  # the model says what is wrong with the entry
+            continue  # the model says what is wrong with it
         if name not in known:
-            found.append(f"roles[{index}].name: role '{name}' does not exist in {roles_dir} "
-                         f"(available: {', '.join(known)})")
+            close = difflib.get_close_matches(name.lower(), known, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"available: {', '.join(known)}"
+            found.append(f"{_entry_key(index, labels)}: role '{name}' does not exist in "
+                         f"{shown(roles_dir)}/; {hint}")
+            settled.add(index)
             continue
         given = role.get("vars")
         if isinstance(given, dict):
-            found += [f"roles[{index}].vars: {p}"
-                      for p in role_specs.problems(name, given, roles_dir, complete=complete)]
-    return found
+            found += [f"roles[{index}].vars: {p}" for p in role_specs.problems(name, given, roles_dir)]
+    return found, settled
+
+
+def _unknown_role_key(key: str, role: Any, roles_dir: Path) -> str:
+    """A role entry takes role: (or name:) and vars:; Ansible's inline role parameters not."""
+    options = role_specs.role_options(roles_dir, role) if isinstance(role, str) else None
+    if options and key in options:
+        return f"unknown key; {key} is a variable of role {role}: set it under vars:"
+    close = difflib.get_close_matches(key, ["role", "name", "vars"], n=1)
+    return f"unknown key; did you mean {close[0]}?" if close else "unknown key; allowed: role (or name), vars"
+
+
+def _missing_required(merged: dict[str, Any], roles_dir: Path) -> list[str]:
+    return [p for role in merged.get("roles") or []
+            for p in role_specs.missing(role["name"], role.get("vars") or {}, roles_dir)]
+
+
+def _without_nulls(data: dict[str, Any]) -> dict[str, Any]:
+    """A key set to null means its default: gone from mappings and from each role's vars
+    (not from inside a variable's value: there it is data)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if value is None:
+            continue
+        if key == "roles" and isinstance(value, list):
+            value = [_role_without_nulls(entry) for entry in value]
+        elif isinstance(value, dict):
+            value = _without_nulls(value)
+        out[key] = value
+    return out
+
+
+def _role_without_nulls(entry: Any) -> Any:
+    if not isinstance(entry, dict):
+        return entry
+    out = {k: v for k, v in entry.items() if v is not None}
+    if isinstance(out.get("vars"), dict):
+        out["vars"] = {k: v for k, v in out["vars"].items() if v is not None}
+    return out
+
+
+# --- merging -----------------------------------------------------------------------------
 
 
 def merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
@@ -288,72 +410,8 @@ def _merge_roles(parent: list[Any], child: list[Any]) -> list[Any]:
         if existing is None:
             roles.append(dict(entry))
             by_name[entry.get("name")] = roles[-1]
+        elif "vars" in entry and entry["vars"] is None:
+            existing["vars"] = {}  # null resets: the role's defaults
         else:
             existing["vars"] = merge(existing.get("vars") or {}, entry.get("vars") or {})
     return roles
-
-
-def _validate(data: dict[str, Any], path: Path) -> Profile:
-    _raise_problems(path, _problems(data))
-    return Profile.model_validate(data)
-
-
-def _problems(data: dict[str, Any]) -> list[str]:
-    """Every validation error of the model, as `key.path: message` lines."""
-    try:
-        Profile.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            msg = error["msg"]
-            if error["type"] == "extra_forbidden":
-                allowed = _allowed_keys(error["loc"])
-                msg = f"unknown key; allowed: {', '.join(allowed)}" if allowed else "unknown key"
-            lines.append(f"{_key_path(error['loc'])}: {msg}")
-        return lines
-    return []
-
-
-def _raise_problems(path: Path, problems: list[str]) -> None:
-    """One problem: one line. Several: a line for each (at most MAX_SHOWN, then a count)."""
-    if not problems:
-        return
-    if len(problems) == 1:
-        raise DeelitError(f"{path}: {problems[0]}")
-    shown = problems[:MAX_SHOWN]
-    rest = len(problems) - len(shown)
-    lines = [f"{path}: {len(problems)} problems:", *(f"  {p}" for p in shown),
-             *([f"  … and {rest} more"] if rest else [])]
-    raise DeelitError("\n".join(lines))
-
-
-def _key_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
-    model: type[BaseModel] = Profile
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return []
-        inner = _model_in(field.annotation)
-        if inner is None:
-            return []
-        model = inner
-    return list(model.model_fields)
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None

@@ -63,15 +63,15 @@ def _type_problem(value: Any, kind: str) -> str | None:
     }.get(kind)
     if ok is None or ok(value):
         return None  # raw and unknown types: Ansible's business
+    if kind == "bool" and isinstance(value, str):
+        # Ansible would take "yes" and "no" and hand the role the string: "no" is then true
+        return f"must be of type bool (true or false, unquoted), not str ({value!r:.40})"
     return f"must be of type {kind}, not {type(value).__name__} ({value!r:.40})"
 
 
-def problems(role: str, given: Mapping[str, Any], roles_dir: Path, *,
-             complete: bool = False) -> list[str]:
+def problems(role: str, given: Mapping[str, Any], roles_dir: Path) -> list[str]:
     """What is wrong with `given` for `role`, one line each, naming role and variable.
-
-    `complete`: `given` is everything the profile sets (after `extends:`), so required options
-    it lacks are missing; a single file of a chain may leave them to another."""
+    A variable set to null is reset to the role's default: only its name is checked."""
     options = role_options(roles_dir, role)
     if options is None:
         return []
@@ -84,6 +84,8 @@ def problems(role: str, given: Mapping[str, Any], roles_dir: Path, *,
             found.append(f"role {role}: variable {name} is not in roles/{role}/meta/"
                          f"argument_specs.yml{hint}")
             continue
+        if value is None:
+            continue
         wrong = _type_problem(value, option.type)
         if wrong is None and option.type == "list" and option.elements and isinstance(value, list):
             wrong = next((f"item {i} {p}" for i, item in enumerate(value)
@@ -93,9 +95,15 @@ def problems(role: str, given: Mapping[str, Any], roles_dir: Path, *,
             wrong = f"must be one of {', '.join(map(str, option.choices))}, not {value!r}"
         if wrong:
             found.append(f"role {role}: variable {name} {wrong}")
-    if complete:
-        defaults_file = roles_dir / role / "defaults" / "main.yml"
-        defaults = (yaml.safe_load(defaults_file.read_text()) or {}) if defaults_file.is_file() else {}
-        found += [f"role {role}: variable {o.name} is required" for o in options.values()
-                  if o.required and o.name not in given and o.name not in defaults]
     return found
+
+
+def missing(role: str, given: Mapping[str, Any], roles_dir: Path) -> list[str]:
+    """The required options of `role` that neither `given` (everything a profile sets for it,
+    after `extends:`) nor the role's defaults set."""
+    options = role_options(roles_dir, role) or {}
+    defaults_file = roles_dir / role / "defaults" / "main.yml"
+    defaults = (yaml.safe_load(defaults_file.read_text()) or {}) if defaults_file.is_file() else {}
+    return [f"role {role}: variable {o.name} is required (roles/{role}/meta/argument_specs.yml); "
+            "set it in the role's vars:" for o in options.values()
+            if o.required and o.name not in given and o.name not in defaults]

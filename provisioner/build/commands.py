@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from provisioner import profile as profiles
@@ -46,13 +47,14 @@ def list_profiles() -> None:
     """List the profiles in images/."""
     for name in profiles.list_profiles():
         prof = profiles.load_profile(name)
-        out.print(f"[bold]{name:<12}[/] {prof.description}", highlight=False)
+        out.print(f"[bold]{name:<12}[/] {escape(prof.description)}", highlight=False)
 
 
 def show(profile: Annotated[str, typer.Argument(help="profile name or YAML path")]) -> None:
     """Print the resolved profile (after `extends`), as YAML."""
     prof = profiles.load_profile(profile)
-    out.print(yaml.safe_dump(prof.model_dump(mode="json"), sort_keys=False), highlight=False)
+    out.print(yaml.safe_dump(prof.model_dump(mode="json"), sort_keys=False), highlight=False,
+              markup=False)
 
 
 def build(
