@@ -184,10 +184,8 @@ class StationProcess:
         """What the station's registry holds now (read through its SQLite file)."""
         if self._store is None:
             self._store = Store(Settings(data_dir=self.data), migrate=False)
-        for dev in self._store.list_devices(limit=1000):
-            if (serial and dev.serial == serial) or (mac and mac in dev.macs):
-                return self._store.get_device(dev.asset_tag)
-        return None
+        found = self._store.find_device(serial=serial, mac=mac)
+        return self._store.get_device(found.asset_tag) if found else None
 
     def close(self) -> None:
         if self._store is not None:
