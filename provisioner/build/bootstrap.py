@@ -1,4 +1,9 @@
-"""Step `bootstrap`: the root tree from mmdebstrap, cached as a tarball by its inputs."""
+"""Step `bootstrap`: the root tree from mmdebstrap, cached as a folder by its inputs.
+
+It installs, in one apt run, what every image needs, what the outputs need, the profile's own
+packages and every package the profile's roles declare (role_packages.py): the roles then
+only configure. The folder is the bottom layer that every role's layer stacks on.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ DISK_PACKAGES = ["grub-pc-bin", "grub-efi-amd64-signed", "shim-signed", "mokutil
 DISK_PACKAGES_SPLIT = {"trixie": ["systemd-repart"]}  # bookworm ships it inside systemd
 
 
-def bootstrap_packages(profile: Profile) -> list[str]:
+def bootstrap_packages(profile: Profile, role_packages: dict[str, list[str]] | None = None) -> list[str]:
     pkgs = [*BASE_PACKAGES, f"linux-image-{profile.architecture}"]
     if profile.outputs.netboot is not None:
         pkgs += NETBOOT_PACKAGES
@@ -27,6 +32,8 @@ def bootstrap_packages(profile: Profile) -> list[str]:
     if profile.outputs.disk is not None:
         pkgs += DISK_PACKAGES + DISK_PACKAGES_SPLIT.get(profile.suite, [])
     pkgs += profile.packages
+    for declared in (role_packages or {}).values():
+        pkgs += declared
     return sorted(set(pkgs))
 
 
@@ -34,19 +41,20 @@ def bootstrap(ctx: BuildContext) -> None:
     if ctx.tree is not None:
         ctx.cached.add("bootstrap")
         return
-    hit = ctx.cache.lookup("bootstrap", ctx.keys.bootstrap, ".tar")
+    hit = ctx.cache.lookup("bootstrap", ctx.keys.bootstrap)
     if hit is not None:
-        ctx.bootstrap_tar = hit
+        ctx.bootstrap_dir = hit
         ctx.cached.add("bootstrap")
         return
     profile = ctx.profile
-    staged = ctx.work / "bootstrap.tar"
+    packages = bootstrap_packages(profile, ctx.role_packages)
+    staged = ctx.work / "bootstrap"
     argv = [
         "mmdebstrap",
         "--variant=minbase",
         f"--architectures={profile.architecture}",
         f"--components={','.join(profile.components)}",
-        f"--include={','.join(bootstrap_packages(profile))}",
+        f"--include={','.join(packages)}",
         # Hosts and mirrors are the build host's; the image's own apt sources come from the
         # base role. No recommends at bootstrap: the roles ask for what they want.
         "--aptopt=APT::Install-Recommends \"false\"",
@@ -55,8 +63,7 @@ def bootstrap(ctx: BuildContext) -> None:
         *ctx.mirrors.source_lines(profile.suite, profile.components),
     ]
     run_logged("bootstrap", argv, ctx.log, stream=ctx.verbose)
-    ctx.bootstrap_tar = ctx.cache.store(
+    ctx.bootstrap_dir = ctx.cache.store(
         "bootstrap", ctx.keys.bootstrap, staged,
-        {"profile": profile.name, "suite": profile.suite, "packages": bootstrap_packages(profile)},
-        ".tar",
+        {"profile": profile.name, "suite": profile.suite, "packages": packages},
     )

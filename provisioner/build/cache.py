@@ -1,4 +1,4 @@
-"""The build cache: bootstrapped trees (tar), configured trees (folders), artifacts (folders).
+"""The build cache: bootstrapped trees, role layers, configured trees, artifacts (folders).
 
 Each entry lives under `<root>/<kind>/<key>` with a `<key>.json` beside it saying what made
 it. Entries are staged elsewhere under the root and renamed into place, so a failed or
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-KINDS = ("bootstrap", "tree", "artifacts")
+KINDS = ("bootstrap", "layer", "tree", "artifacts")
 
 
 def default_cache_root() -> Path:

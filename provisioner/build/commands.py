@@ -67,12 +67,18 @@ def build(
     prof = profiles.load_profile(profile)
     target = out_dir or Path("out") / prof.name
 
+    seen: list[BuildContext] = []
+
     def prepared(ctx: BuildContext) -> None:
+        seen.append(ctx)
         out.print(f"building [bold]{prof.name}[/] -> {target}  (log: {ctx.log})", highlight=False)
 
     with err.status("building…") as status:
         def on_step(name: str, seconds: float, cached: bool) -> None:
             note = " [dim](cached)[/]" if cached else ""
+            layers = seen[0].cached_layers if seen else []
+            if name == "configure" and not cached and layers:
+                note = f" [dim]({len(layers)} of {len(prof.roles)} role layers cached)[/]"
             out.print(f"  [green]✓[/] {name:<10} {seconds:7.1f} s{note}", highlight=False)
             status.update(f"after {name}…")
         pipeline.build(prof, target, Cache(cache), verbose=verbose, on_prepared=prepared,

@@ -1,63 +1,52 @@
 """Step `configure`: the profile's Ansible roles run into the tree over the chroot connection.
 
-The playbook is generated from the profile with Jinja2. ansible-playbook runs in a private
-mount namespace with /proc, /sys, /dev and /run mounted into the tree: when the process ends,
-for any reason, the kernel drops those mounts, so a failed build leaves nothing mounted.
+Each role runs as its own layer (layers.py) over the bootstrap and the roles before it, so a
+change to one role reruns that role and the ones after it. The playbook is generated from the
+profile with Jinja2; the finished tree is the layers merged by hard links.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from provisioner.build import layers
 from provisioner.build.context import BuildContext
-from provisioner.build.runner import run_logged
+from provisioner.build.runner import StepFailed
+from provisioner.profile import Profile, RoleRef
 
 _templates = Environment(
     loader=PackageLoader("provisioner.build", "templates"),
     undefined=StrictUndefined,
     keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
 )
 
-# Mounts the API filesystems inside the namespace, then runs the command.
-_NAMESPACE_SCRIPT = r"""
-set -e
-t=$1; shift
-mount -t proc proc "$t/proc"
-mount -t sysfs sysfs "$t/sys"
-mount --rbind /dev "$t/dev"
-mount -t tmpfs -o mode=0755 tmpfs "$t/run"
-exec "$@"
-"""
 
-# apt reads the build's sources from here while the roles run (see _build_only_files)
-BUILD_APT_CONF = "etc/apt/apt.conf.d/00deelit-build-sources"
-BUILD_APT_DIR = "etc/apt/deelit-build"
-POLICY_RC_D = "#!/bin/sh\n# deelit build: no service starts while configuring the image\nexit 101\n"
+def play_vars(profile: Profile, debian_mirror: str, security_mirror: str | None) -> dict[str, Any]:
+    """The variables every role sees (the laptop's own apt sources among them)."""
+    return {
+        "deelit_profile": profile.name, "deelit_suite": profile.suite,
+        "deelit_architecture": profile.architecture, "deelit_components": profile.components,
+        "deelit_mirror": debian_mirror, "deelit_security_mirror": security_mirror,
+        "deelit_locale": profile.locale, "deelit_keyboard": profile.keyboard,
+        "deelit_timezone": profile.timezone, "deelit_hostname": profile.hostname,
+    }
 
 
-def render_playbook(ctx: BuildContext) -> str:
+def render_playbook(ctx: BuildContext, roles: list[RoleRef] | None = None) -> str:
     return _templates.get_template("playbook.yml.j2").render(
-        profile=ctx.profile, profile_digest=ctx.profile.digest(), mirrors=ctx.image_mirrors
+        profile=ctx.profile, profile_digest=ctx.profile.digest(),
+        roles=ctx.profile.roles if roles is None else roles,
+        play_vars=play_vars(ctx.profile, ctx.image_mirrors.debian, ctx.image_mirrors.security),
     )
-
-
-def extract_tree(ctx: BuildContext) -> Path:
-    assert ctx.bootstrap_tar is not None
-    tree = ctx.work / "tree"
-    tree.mkdir()
-    run_logged(
-        "configure",
-        ["tar", "-xf", ctx.bootstrap_tar, "-C", tree, "--numeric-owner",
-         "--xattrs", "--xattrs-include=*"],
-        ctx.log,
-    )
-    return tree
 
 
 def ansible_env(ctx: BuildContext) -> dict[str, str]:
@@ -102,73 +91,36 @@ def failed_task(log: Path) -> str | None:
     return None
 
 
-def run_playbook(ctx: BuildContext, tree: Path, step: str = "configure") -> None:
-    """Runs the profile's generated playbook into tree; output goes to the build log."""
+def run_playbook(ctx: BuildContext, lowers: list[Path], upper: Path, roles: list[RoleRef],
+                 step: str = "configure") -> None:
+    """Runs the given roles over the stack `lowers` (bottom first); their changes land in upper."""
     playbook = ctx.work / "playbook.yml"
-    playbook.write_text(render_playbook(ctx))
-    playbook_argv = ["ansible-playbook", "-i", f"{tree},", "-c", "community.general.chroot",
-                     *(["-v"] if ctx.verbose else []), str(playbook)]
-    build_sources = ctx.mirrors.source_lines(ctx.profile.suite, ctx.profile.components)
-    with _build_only_files(tree, build_sources):
-        run_logged(
-            step,
-            ["unshare", "--mount", "--propagation", "private", "--fork", "--",
-             "sh", "-c", _NAMESPACE_SCRIPT, "sh", tree, *playbook_argv],
-            ctx.log,
-            shown=playbook_argv,
-            env=ansible_env(ctx),
-            stream=ctx.verbose,
-            on_failure=failed_task,
-            cwd=ctx.work,
-        )
+    playbook.write_text(render_playbook(ctx, roles))
+    argv = ["ansible-playbook", "-i", f"{ctx.work / 'merged'},", "-c", "community.general.chroot",
+            *(["-v"] if ctx.verbose else []), str(playbook)]
+    layers.run(ctx, lowers, upper, argv, env=ansible_env(ctx), step=step, on_failure=failed_task)
 
 
 def configure(ctx: BuildContext) -> None:
     if ctx.tree is not None:
         ctx.cached.add("configure")
         return
-    tree = extract_tree(ctx)
-    run_playbook(ctx, tree)
+    assert ctx.bootstrap_dir is not None
+    stack: list[Path] = []
+    for index, (role, key) in enumerate(zip(ctx.profile.roles, ctx.keys.layers, strict=True)):
+        hit = ctx.cache.lookup("layer", key)
+        if hit is None:
+            upper = ctx.work / f"layer-{index}-{role.name}"
+            upper.mkdir()
+            run_playbook(ctx, [ctx.bootstrap_dir, *stack], upper, [role])
+            hit = ctx.cache.store("layer", key, upper, {"profile": ctx.profile.name, "role": role.name,
+                                                         "below": ctx.keys.layers[:index]})
+        else:
+            ctx.cached_layers.append(role.name)
+        stack.append(hit)
+    tree = ctx.work / "tree"
+    try:
+        layers.merge(ctx.bootstrap_dir, stack, tree)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise StepFailed("configure", f"merging the role layers into {tree}: {exc}", ctx.log) from None
     ctx.tree = tree
-
-
-class _build_only_files:
-    """While Ansible runs: host DNS, a no-services policy, and apt pointed at the build's
-    mirror (a café's apt cache, say) instead of the sources the roles write for the laptop;
-    all gone afterwards, so the build's mirror never stays in the image."""
-
-    def __init__(self, tree: Path, build_sources: list[str]) -> None:
-        self.resolv = tree / "etc" / "resolv.conf"
-        self.saved = tree / "etc" / ".resolv.conf.deelit-saved"
-        self.policy = tree / "usr" / "sbin" / "policy-rc.d"
-        self.apt_conf = tree / BUILD_APT_CONF
-        self.apt_dir = tree / BUILD_APT_DIR
-        self.build_sources = build_sources
-
-    def __enter__(self) -> None:
-        if self.resolv.exists() or self.resolv.is_symlink():
-            os.rename(self.resolv, self.saved)
-        shutil.copyfile("/etc/resolv.conf", self.resolv)
-        self.host_dns = self.resolv.read_bytes()
-        self.policy.write_text(POLICY_RC_D)
-        self.policy.chmod(0o755)
-        (self.apt_dir / "sources.list.d").mkdir(parents=True, exist_ok=True)
-        (self.apt_dir / "sources.list").write_text("\n".join(self.build_sources) + "\n")
-        self.apt_conf.write_text(
-            f'Dir::Etc::SourceList "/{BUILD_APT_DIR}/sources.list";\n'
-            f'Dir::Etc::SourceParts "/{BUILD_APT_DIR}/sources.list.d";\n')
-
-    def __exit__(self, *exc: object) -> None:
-        self.policy.unlink(missing_ok=True)
-        self.apt_conf.unlink(missing_ok=True)
-        shutil.rmtree(self.apt_dir, ignore_errors=True)
-        role_changed_dns = self.resolv.is_symlink() or (
-            self.resolv.exists() and self.resolv.read_bytes() != self.host_dns
-        )
-        if role_changed_dns:  # a role owns resolv.conf now (a local resolver): keep its file
-            if self.saved.exists() or self.saved.is_symlink():
-                self.saved.unlink()
-            return
-        self.resolv.unlink(missing_ok=True)
-        if self.saved.exists() or self.saved.is_symlink():
-            os.rename(self.saved, self.resolv)

@@ -22,8 +22,9 @@ class ArtifactFile:
 
 @dataclass(frozen=True)
 class CacheKeys:
-    bootstrap: str  # suite, arch, mirrors, components, bootstrap package set
-    tree: str  # bootstrap + role digests + vars + configure/finalize code
+    bootstrap: str  # suite, arch, mirrors, components, package set, SOURCE_DATE_EPOCH
+    layers: list[str]  # per role: the key below it + its digest, vars, play vars, code
+    tree: str  # the last layer + finalize code
     artifacts: str  # tree + outputs + SOURCE_DATE_EPOCH + artifact writer code
 
 
@@ -41,11 +42,13 @@ class BuildContext:
     role_digests: dict[str, str]
     keys: CacheKeys
     verbose: bool = False
-    bootstrap_tar: Path | None = None
+    role_packages: dict[str, list[str]] = field(default_factory=dict)  # what roles declare
+    bootstrap_dir: Path | None = None
     tree: Path | None = None
     artifacts_dir: Path | None = None
     artifacts: list[ArtifactFile] = field(default_factory=list)
     cached: set[str] = field(default_factory=set)  # steps answered from the cache
+    cached_layers: list[str] = field(default_factory=list)  # roles whose layer was cached
 
     @property
     def roles_dir(self) -> Path:

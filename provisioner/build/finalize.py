@@ -1,5 +1,9 @@
 """Step `finalize`: make the configured tree a clean, anonymous, reproducible image root.
 
+The tree is hard links into the cache (layers.py): files are removed or replaced, never written
+in place; the times `touch` clamps are shared with the cache entries, whose keys all hold
+SOURCE_DATE_EPOCH, so every build that shares an inode clamps it to the same time.
+
 Empty machine-id (systemd creates one on first boot), no SSH host keys (sshd-keygen makes them
 on first boot), the build host's name replaced (mmdebstrap copies it in), no apt lists or
 caches, no build leftovers, and every mtime clamped to SOURCE_DATE_EPOCH.
@@ -44,12 +48,20 @@ def clean_tree(tree: Path) -> None:
                 shutil.rmtree(path)
             else:
                 path.unlink()
-    (tree / "etc" / "hostname").write_text(IMAGE_HOSTNAME + "\n")
-    machine_id = tree / "etc" / "machine-id"
-    machine_id.write_text("")
+    _replace(tree / "etc" / "hostname", IMAGE_HOSTNAME + "\n")
+    _replace(tree / "etc" / "machine-id", "")
     dbus_id = tree / "var" / "lib" / "dbus" / "machine-id"
     if dbus_id.exists() and not dbus_id.is_symlink():
         dbus_id.unlink()
+
+
+def _replace(path: Path, text: str) -> None:
+    """A new file in place of the old: the tree's files are hard links into the build cache
+    (the bootstrap and the role layers), so none is ever written in place."""
+    mode = path.lstat().st_mode & 0o7777 if path.exists() and not path.is_symlink() else 0o644
+    path.unlink(missing_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
 
 
 def clamp_mtimes(ctx: BuildContext, tree: Path) -> None:

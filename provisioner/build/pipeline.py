@@ -1,6 +1,6 @@
 """The build pipeline: one list of named steps over one build context.
 
-    bootstrap -> configure -> finalize -> artifacts -> manifest (publish)
+    bootstrap -> configure (one layer per role) -> finalize -> artifacts -> manifest (publish)
 
 Each step either answers from the cache or does its work into the build's staging folder;
 only complete results move into the cache, and the output folder is swapped in whole at the
@@ -20,6 +20,7 @@ from pathlib import Path
 from provisioner.build import bootstrap as bootstrap_mod
 from provisioner.build import configure as configure_mod
 from provisioner.build import finalize as finalize_mod
+from provisioner.build import role_packages
 from provisioner.build.artifacts import disk, netboot
 from provisioner.build.cache import Cache, digest_json, digest_tree
 from provisioner.build.context import ArtifactFile, BuildContext, CacheKeys
@@ -151,25 +152,36 @@ def role_digests(profile: Profile, roles_dir: Path) -> dict[str, str]:
 
 def cache_keys(
     profile: Profile, mirrors_lines: list[str], roles: dict[str, str], sde: int,
-    image_lines: list[str] | None = None,
+    image_lines: list[str] | None = None, role_packages: dict[str, list[str]] | None = None,
+    play: dict[str, object] | None = None,
 ) -> CacheKeys:
+    """Every cache key of a build. SOURCE_DATE_EPOCH is in each: the tree shares inodes with the
+    bootstrap and the layers, and finalize clamps their times to it."""
     bootstrap_key = digest_json({
         "suite": profile.suite, "arch": profile.architecture, "components": profile.components,
-        "sources": mirrors_lines, "packages": bootstrap_mod.bootstrap_packages(profile),
-        "code": [digest_tree(p) for p in (BUILD_DIR / "bootstrap.py",)],
+        "sources": mirrors_lines, "packages": bootstrap_mod.bootstrap_packages(profile, role_packages),
+        "code": [digest_tree(p) for p in (BUILD_DIR / "bootstrap.py",)], "sde": sde,
     })
+    layer_code = [digest_tree(p) for p in (BUILD_DIR / "configure.py", BUILD_DIR / "layers.py",
+                                           BUILD_DIR / "templates")]
+    below, layer_keys = bootstrap_key, []
+    for role in profile.roles:
+        below = digest_json({
+            "below": below, "role": role.name, "digest": roles[role.name], "vars": role.vars,
+            "image_sources": image_lines or mirrors_lines, "play": play or {}, "code": layer_code,
+            "sde": sde,
+        })
+        layer_keys.append(below)
     tree_key = digest_json({
-        "bootstrap": bootstrap_key, "roles": roles, "image_sources": image_lines or mirrors_lines,
+        "layers": below,
         "profile": profile.model_dump(mode="json", exclude={"outputs", "description", "tests"}),
-        "code": [digest_tree(p) for p in (BUILD_DIR / "configure.py", BUILD_DIR / "finalize.py",
-                                                   BUILD_DIR / "templates")],
-        "sde": sde,
+        "code": [digest_tree(BUILD_DIR / "finalize.py")], "sde": sde,
     })
     artifacts_key = digest_json({
         "tree": tree_key, "outputs": profile.outputs.model_dump(mode="json"), "sde": sde,
         "code": [digest_tree(p) for p in (BUILD_DIR / "artifacts",)],
     })
-    return CacheKeys(bootstrap_key, tree_key, artifacts_key)
+    return CacheKeys(bootstrap_key, layer_keys, tree_key, artifacts_key)
 
 
 def prepare(
@@ -183,15 +195,17 @@ def prepare(
     sde = source_date_epoch(project, inputs)
     stage_role_inputs(profile, project / "roles")  # before the digests that cover them
     roles = role_digests(profile, project / "roles")
+    play = configure_mod.play_vars(profile, image_mirrors.debian, image_mirrors.security)
+    packages = role_packages.declared(profile, project / "roles", play)
     keys = cache_keys(profile, mirrors.source_lines(profile.suite, profile.components), roles, sde,
-                      image_mirrors.source_lines(profile.suite, profile.components))
+                      image_mirrors.source_lines(profile.suite, profile.components), packages, play)
     work = cache.staging(profile.name)
     log = cache.root / "logs" / f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     ctx = BuildContext(
         profile=profile, project=project, out_dir=out_dir, cache=cache, work=work, log=log,
         mirrors=mirrors, image_mirrors=image_mirrors, source_date_epoch=sde, role_digests=roles,
-        keys=keys, verbose=verbose,
+        keys=keys, verbose=verbose, role_packages=packages,
     )
     ctx.tree = cache.lookup("tree", keys.tree)
     return ctx

@@ -6,6 +6,7 @@ host's Debian mirror. The build cache is the default one, so a developer's secon
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import subprocess
@@ -73,46 +74,37 @@ def test_unchanged_rebuild_comes_from_the_cache(ci_build: Path) -> None:
     assert after.packages == before.packages
 
 
-def test_role_change_reruns_from_configure(ci_build: Path, tmp_path: Path) -> None:
-    """A copy of the project with one role touched: bootstrap cached, configure runs again."""
+def test_role_change_reruns_that_role_only(ci_build: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of the project with the last role touched (as a role edited in a checkout): the
+    bootstrap and the layer of the role before it come from the cache, only the touched role
+    runs again."""
+    original = fm.read(ci_build / fm.FILENAME)
+    # the copy is no git checkout: give it the time the checkout's build had
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(original.source_date_epoch))
     project = tmp_path / "project"
     project.mkdir()
     shutil.copytree(PROJECT_ROOT / "roles", project / "roles")
-    with (project / "roles" / "base" / "defaults" / "main.yml").open("a") as f:
-        f.write("# touched by test_role_change_reruns_from_configure\n")
+    last = load_profile("ci").roles[-1].name
+    with (project / "roles" / last / "defaults" / "main.yml").open("a") as f:
+        f.write("# touched by test_role_change_reruns_that_role_only\n")
     ran: dict[str, bool] = {}
     cache = Cache()
     ctx = pipeline.prepare(load_profile("ci"), tmp_path / "out", cache, project=project)
-    for kind, key in (("tree", ctx.keys.tree), ("artifacts", ctx.keys.artifacts)):
+    for kind, key in (("layer", ctx.keys.layers[-1]), ("tree", ctx.keys.tree),
+                      ("artifacts", ctx.keys.artifacts)):
         cache.evict(kind, key)  # an earlier run of this test on this machine may have left them
     ctx.tree = None  # prepare() looked the tree up before it was evicted
     pipeline.run(ctx, lambda name, _s, cached: ran.__setitem__(name, cached))
     assert ran == {"bootstrap": True, "configure": False, "finalize": False, "artifacts": False,
                    "manifest": False}
-    original = fm.read(ci_build / fm.FILENAME)
+    assert ctx.cached_layers == [r.name for r in load_profile("ci").roles[:-1]]
+    assert "TASK [base : " not in ctx.log.read_text()  # the first role did not run again
     rebuilt = fm.read(tmp_path / "out" / fm.FILENAME)
     assert rebuilt.cache_keys.bootstrap == original.cache_keys.bootstrap
-    assert rebuilt.roles["base"] != original.roles["base"]
-    assert rebuilt.roles["technician_ssh"] == original.roles["technician_ssh"]
-
-
-def test_failed_step_leaves_no_artifact_and_names_the_task(tmp_path: Path) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
-    shutil.copytree(PROJECT_ROOT / "roles", project / "roles")
-    tasks = project / "roles" / "base" / "tasks" / "main.yml"
-    first = "---\n- name: Break on purpose\n  ansible.builtin.command: /bin/false\n  changed_when: false\n"
-    tasks.write_text(first + tasks.read_text().removeprefix("---\n"))
-    cache = Cache()
-    ctx = pipeline.prepare(load_profile("ci"), tmp_path / "out", cache, project=project)
-    with pytest.raises(pipeline.DeelitError) as info:
-        pipeline.run(ctx)
-    message = str(info.value)
-    assert "step 'configure' failed: Ansible task 'base : Break on purpose' failed" in message
-    assert str(ctx.log) in message
-    assert not (tmp_path / "out").exists()
-    assert not ctx.work.exists()
-    assert cache.lookup("tree", ctx.keys.tree) is None
+    assert rebuilt.roles[last] != original.roles[last]
+    assert rebuilt.roles["base"] == original.roles["base"]
+    assert {p.name for p in rebuilt.packages} == {p.name for p in original.packages}
 
 
 def test_verify_tree_and_booted_image(ci_build: Path) -> None:
@@ -124,15 +116,30 @@ def test_verify_tree_and_booted_image(ci_build: Path) -> None:
     assert proc.stdout.count(" passed") >= 2  # both the tree and the booted run
 
 
-def test_roles_are_idempotent_on_the_built_tree(ci_build: Path) -> None:
-    """The profile's playbook run again over a copy of the finished tree changes nothing."""
-    cache = Cache()
-    ctx = pipeline.prepare(load_profile("ci"), ci_build.parent / "idem-out", cache)
+def test_the_console_types_the_profiles_keyboard(ci_build: Path) -> None:
+    """The console keymap cached in the image is the profile's (Belgian AZERTY: the first letter
+    key of the top row, keycode 16, gives 'a'), not debconf's US default from the package's
+    install: the first-boot dialog on tty1 takes the parent's password with it."""
+    ctx = pipeline.prepare(load_profile("ci"), ci_build.parent / "kbd-out", Cache())
+    shutil.rmtree(ctx.work, ignore_errors=True)
     assert ctx.tree is not None, "the ci tree should be in the cache after ci_build"
-    copy = ctx.work / "tree"
+    assert 'XKBLAYOUT="be"' in (ctx.tree / "etc/default/keyboard").read_text()
+    kmap = gzip.decompress((ctx.tree / "etc/console-setup/cached_UTF-8_del.kmap.gz").read_bytes())
+    line = next(ln for ln in kmap.decode().splitlines() if ln.split()[:2] == ["keycode", "16"])
+    assert line.split()[3] == "+U+0061", line[:60]
+
+
+def test_roles_are_idempotent_on_the_built_tree(ci_build: Path) -> None:
+    """The profile's whole playbook run again over the finished tree (as one more layer on top
+    of it, so the cached tree stays as it is) changes nothing."""
+    cache = Cache()
+    prof = load_profile("ci")
+    ctx = pipeline.prepare(prof, ci_build.parent / "idem-out", cache)
+    assert ctx.tree is not None, "the ci tree should be in the cache after ci_build"
+    upper = ctx.work / "idempotence"
+    upper.mkdir()
     try:
-        subprocess.run(["cp", "-a", "--reflink=auto", str(ctx.tree), str(copy)], check=True)
-        configure.run_playbook(ctx, copy, step="idempotence")
+        configure.run_playbook(ctx, [ctx.tree], upper, prof.roles, step="idempotence")
         recap = ctx.log.read_text().rsplit("PLAY RECAP", 1)[1]
         assert " changed=0 " in recap and " failed=0 " in recap, recap
     finally:

@@ -53,7 +53,7 @@ def wait_for(ssh: paramiko.SSHClient, command: str, timeout: float, what: str) -
         time.sleep(5)
 
 
-@pytest.mark.parametrize("firmware", ["bios"])  # uefi: see the README
+@pytest.mark.parametrize("firmware", ["bios", "uefi"])
 def test_pupil_laptop_through_the_station(firmware: str, tmp_path: Path, pupil_test_out: Path,
                                           installer_out: Path) -> None:
     key = tmp_path / "id_ed25519"

@@ -34,7 +34,7 @@ def test_output_option_changes_only_artifacts_key() -> None:
     assert prof.outputs.netboot is not None
     other = prof.model_copy(update={"outputs": prof.outputs.model_copy(
         update={"netboot": prof.outputs.netboot.model_copy(update={"compression_level": 19})})})
-    lines, roles = ["deb http://m.example/debian trixie main"], {"base": "1"}
+    lines, roles = ["deb http://m.example/debian trixie main"], {"base": "1", "technician_ssh": "1"}
     a = pipeline.cache_keys(prof, lines, roles, 1)
     b = pipeline.cache_keys(other, lines, roles, 1)
     assert (a.bootstrap, a.tree) == (b.bootstrap, b.tree)
@@ -43,7 +43,7 @@ def test_output_option_changes_only_artifacts_key() -> None:
 
 def test_mirror_or_package_change_invalidates_bootstrap() -> None:
     prof = load_profile("ci")
-    roles = {"base": "1"}
+    roles = {"base": "1", "technician_ssh": "1"}
     a = pipeline.cache_keys(prof, ["deb http://m.example/debian trixie main"], roles, 1)
     b = pipeline.cache_keys(prof, ["deb http://n.example/debian trixie main"], roles, 1)
     c = pipeline.cache_keys(prof.model_copy(update={"packages": ["less"]}),
@@ -95,7 +95,7 @@ def test_manifest_step_writes_what_every_reader_reads(tmp_path: Path) -> None:
     out.mkdir()
     (out / "vmlinuz").write_bytes(b"kernel")
     prof = load_profile("ci")
-    roles = {"base": "b" * 64}
+    roles = {"base": "b" * 64, "technician_ssh": "c" * 64}
     ctx = BuildContext(profile=prof, project=tmp_path, out_dir=out, cache=Cache(tmp_path / "c"),
                        work=tmp_path, log=tmp_path / "log", mirrors=Mirrors("http://m.example/debian", None),
                        image_mirrors=Mirrors("http://m.example/debian", None),
@@ -111,3 +111,24 @@ def test_manifest_step_writes_what_every_reader_reads(tmp_path: Path) -> None:
     assert [(a.name, a.kind, a.size) for a in read.artifacts] == [("vmlinuz", "kernel", 6)]
     sums = (out / "SHA256SUMS").read_text()
     assert sums.endswith("  vmlinuz\n") and "  manifest.json\n" in sums and "  sbom.cdx.json\n" in sums
+
+
+def test_a_role_change_keeps_the_layers_below_it() -> None:
+    prof = load_profile("pupil")
+    names = [r.name for r in prof.roles]
+    same = {n: "1" for n in names}
+    last_changed = {**same, names[-1]: "2"}
+    first_changed = {**same, names[0]: "2"}
+    a, b, c = (keys_for("pupil", roles) for roles in (same, last_changed, first_changed))
+    assert a.layers[:-1] == b.layers[:-1] and a.layers[-1] != b.layers[-1]
+    assert all(x != y for x, y in zip(a.layers, c.layers, strict=True))
+    assert a.bootstrap == b.bootstrap == c.bootstrap
+    assert len({a.tree, b.tree, c.tree}) == 3
+
+
+def test_source_date_epoch_is_in_every_key() -> None:
+    """The tree shares inodes with the bootstrap and the layers, whose times finalize clamps."""
+    roles = {"base": "1", "technician_ssh": "1"}
+    a, b = keys_for("ci", roles, sde=1), keys_for("ci", roles, sde=2)
+    assert a.bootstrap != b.bootstrap and a.tree != b.tree
+    assert all(x != y for x, y in zip(a.layers, b.layers, strict=True))
