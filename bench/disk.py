@@ -39,15 +39,18 @@ def cached_context(profile_name: str, tmp: Path) -> pipeline.BuildContext:
     return ctx
 
 
-def floor(ctx: pipeline.BuildContext, root_size: int, level: int, tmp: Path) -> float:
-    assert ctx.tree is not None
+def floor(tree: Path, root_size: int, level: int, tmp: Path) -> float:
+    """mke2fs -d of tree into a root filesystem of root_size, then zstd at level: seconds."""
     started = time.monotonic()
     image = tmp / "floor-root.img"
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(ctx.tree), str(image), f"{root_size // 1024}k"],
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(image), f"{root_size // 1024}k"],
                    check=True, capture_output=True)
     subprocess.run(["zstd", "-q", "-T0", f"-{level}", str(image), "-o", str(tmp / "floor.zst")],
                    check=True)
-    return time.monotonic() - started
+    seconds = time.monotonic() - started
+    for scratch in (image, tmp / "floor.zst"):
+        scratch.unlink()
+    return seconds
 
 
 def main() -> None:
@@ -67,7 +70,8 @@ def main() -> None:
         finally:
             pipeline._remove_work(ctx.work)
         layout = disk.plan_layout(stats.image_size, disk.DiskIds.derive("bench"))
-        floor_s = floor(ctx, layout.root.size, options.compression_level, tmp)
+        assert ctx.tree is not None
+        floor_s = floor(ctx.tree, layout.root.size, options.compression_level, tmp)
         os.sync()
     print(f"profile {profile_name}: disk {options.size}, zstd -{options.compression_level}")
     print(f"  image size       {stats.image_size / MiB:9.1f} MiB")

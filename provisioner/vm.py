@@ -104,6 +104,26 @@ class ArtifactServer:
         self.httpd.server_close()
 
 
+def firmware_args(fw: Firmware, vars_dir: Path) -> list[str]:
+    """QEMU's machine and firmware: SeaBIOS, or OVMF with a writable copy of its variables."""
+    if fw == "bios":
+        return ["-machine", "q35"]
+    code, vars_template = OVMF[fw]
+    for name in (code, vars_template):
+        if not (OVMF_DIR / name).exists():
+            raise DeelitError(f"{OVMF_DIR / name}: missing; install the 'ovmf' package (make setup)")
+    vars_copy = vars_dir / "OVMF_VARS.fd"  # the firmware writes its variables: use a copy
+    shutil.copyfile(OVMF_DIR / vars_template, vars_copy)
+    machine = ["-machine", "q35,smm=on" if fw == "uefi-secureboot" else "q35"]
+    secure = (["-global", "driver=cfi.pflash01,property=secure,value=on"]
+              if fw == "uefi-secureboot" else [])
+    return [
+        *machine, *secure,
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_DIR / code}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
+    ]
+
+
 class VM:
     """A running QEMU guest; use as a context manager so it is always stopped."""
 
@@ -137,23 +157,7 @@ class VM:
         return argv
 
     def _firmware_args(self) -> list[str]:
-        fw = self.spec.firmware
-        if fw == "bios":
-            return ["-machine", "q35"]
-        code, vars_template = OVMF[fw]
-        for name in (code, vars_template):
-            if not (OVMF_DIR / name).exists():
-                raise DeelitError(f"{OVMF_DIR / name}: missing; install the 'ovmf' package (make setup)")
-        vars_copy = self.tmp / "OVMF_VARS.fd"  # the firmware writes its variables: use a copy
-        shutil.copyfile(OVMF_DIR / vars_template, vars_copy)
-        machine = ["-machine", "q35,smm=on" if fw == "uefi-secureboot" else "q35"]
-        secure = (["-global", "driver=cfi.pflash01,property=secure,value=on"]
-                  if fw == "uefi-secureboot" else [])
-        return [
-            *machine, *secure,
-            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_DIR / code}",
-            "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
-        ]
+        return firmware_args(self.spec.firmware, self.tmp)
 
     def _smbios_args(self) -> list[str]:
         out = []

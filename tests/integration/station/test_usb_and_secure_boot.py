@@ -5,7 +5,6 @@ Both take many minutes: they are `heavy_vm` (selected with `-m heavy_vm`, see th
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import time
 from pathlib import Path
@@ -13,13 +12,14 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from provisioner.formats import bmap as bm
 from provisioner.formats import manifest as fm
 from provisioner.lab.cafe import STATION_IP, Lan
 from provisioner.lab.laptop import DEELIT, Laptop, StationProcess, qemu_thresholds, wait_for
 from provisioner.registry.settings import Settings
 from provisioner.registry.store import Store
 from provisioner.vm import smbios_value
+
+from .disks import installed_image_matches
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.heavy_vm, pytest.mark.timeout(7200)]
 
@@ -28,19 +28,6 @@ def deelit(*args: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([str(DEELIT), *args], capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, f"deelit {' '.join(args)}: {proc.stdout}{proc.stderr}"
     return proc
-
-
-def installed_image_matches(disk: Path, image_dir: Path) -> None:
-    """Every mapped range of the ci image is on the disk (LBA 0/1 change when GPT relocates)."""
-    block_map = bm.load(next(image_dir.glob("*.bmap")))
-    with disk.open("rb") as f:
-        for r in block_map.ranges:
-            start, end = r.first * 4096, min((r.last + 1) * 4096, block_map.image_size)
-            f.seek(start)
-            data = f.read(end - start)
-            if start == 0:
-                continue  # protective MBR and primary GPT header are rewritten by the relocation
-            assert hashlib.sha256(data).hexdigest() == r.checksum, f"range {r.first}-{r.last}"
 
 
 def test_offline_stick_installs_and_queues(tmp_path: Path, ci_out: Path,
