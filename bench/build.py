@@ -40,7 +40,7 @@ def timed_build(profile_name: str, out: Path, cache: Cache, project: Path = PROJ
     started = time.monotonic()
     ctx = pipeline.prepare(load_profile(profile_name), out, cache, project=project)
     try:
-        pipeline.run(ctx, lambda name, s, _cached: (steps or {}).__setitem__(name, s))
+        pipeline.run(ctx, lambda name, s, _cached: (steps if steps is not None else {}).__setitem__(name, s))
     except pipeline.DeelitError:
         print(ctx.log.read_text(errors="replace")[-4000:], file=sys.stderr)  # the cache goes with tmp
         raise

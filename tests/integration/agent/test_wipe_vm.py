@@ -26,7 +26,7 @@ import pytest
 from provisioner.profile import PROJECT_ROOT
 from provisioner.vm import VM, VMSpec
 
-pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.heavy_vm]
+pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 PATTERN = (b"DEEL-IT family photo \x00\x01\x02\x03 " * 20)[:512]  # one sector, easy to count
 MiB = 1 << 20

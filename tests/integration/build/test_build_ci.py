@@ -146,7 +146,6 @@ def test_roles_are_idempotent_on_the_built_tree(ci_build: Path) -> None:
         shutil.rmtree(ctx.work, ignore_errors=True)
 
 
-@pytest.mark.heavy_vm
 def test_netboot_artifacts_also_boot_from_a_local_file(ci_build: Path, tmp_path: Path) -> None:
     """live-boot finds live/filesystem.squashfs on an attached disk: no network fetch."""
     import testinfra

@@ -90,13 +90,11 @@ def test_tree(build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert run_suites(load_profile(PROFILE), "chroot://tree", ONLY) == 0
 
 
-@pytest.mark.heavy_vm
 def test_booted_as_the_child(vm: tuple[VM, Path]) -> None:
     machine, key = vm
     assert suite(machine, key) == 0, machine.console()[-3000:]
 
 
-@pytest.mark.heavy_vm
 def test_same_after_reboot(vm: tuple[VM, Path]) -> None:
     """The image holds the filter, not the state of one boot: a live image starts afresh."""
     machine, key = vm
