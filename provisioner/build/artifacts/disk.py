@@ -246,7 +246,23 @@ def _root_tree(ctx: BuildContext, root: Path, ids: DiskIds) -> Path:
     _write_new(root / "etc/repart.d/50-deelit-root.conf", _render("repart-root.conf.j2", **values), sde)
     for folder in (root / "etc/repart.d", root / "etc"):
         os.utime(folder, (sde, sde))
+    _atimes_after(root, sde)
     return root
+
+
+def _atimes_after(root: Path, sde: int) -> None:
+    """Moves every access time past SOURCE_DATE_EPOCH, so the image's mke2fs clamps them all to it.
+
+    mke2fs keeps an access time older than SOURCE_DATE_EPOCH; the host's relatime moves it forward
+    whenever a build, a test or mke2fs itself reads the file, so the same cached tree gave two
+    different images. Access times only ever move forward from here, so they stay past it.
+    """
+    now = max(time.time_ns(), (sde + 1) * 1_000_000_000)
+    for folder, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            path = os.path.join(folder, name)
+            os.utime(path, ns=(now, os.lstat(path).st_mtime_ns), follow_symlinks=False)
+    os.utime(root, ns=(now, os.lstat(root).st_mtime_ns))
 
 
 def _bios_core(ctx: BuildContext, root: Path, grub_dir: Path, ids: DiskIds) -> Path:
