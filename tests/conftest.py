@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-HARDWARE_FIXTURES = REPO.parent / "shared" / "fixtures" / "hardware"
+# The shared fixtures live beside the repository; a clone elsewhere names them.
+HARDWARE_FIXTURES = Path(os.environ.get("DEELIT_HARDWARE_FIXTURES",
+                                        REPO.parent / "shared" / "fixtures" / "hardware"))
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +21,8 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def hardware_fixtures() -> Path:
     if not HARDWARE_FIXTURES.is_dir():
-        pytest.skip(f"hardware fixtures not found at {HARDWARE_FIXTURES} (../shared beside the repo)")
+        pytest.skip(f"hardware fixtures not found at {HARDWARE_FIXTURES} "
+                    "(../shared beside the repo, or set DEELIT_HARDWARE_FIXTURES)")
     return HARDWARE_FIXTURES
 
 
