@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from provisioner.lab.postgres import PgCluster
 
 REPO = Path(__file__).resolve().parent.parent
 # The shared fixtures live beside the repository; a clone elsewhere names them.
 HARDWARE_FIXTURES = Path(os.environ.get("DEELIT_HARDWARE_FIXTURES",
                                         REPO.parent / "shared" / "fixtures" / "hardware"))
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One throwaway PostgreSQL for the session; each test makes its own database in it."""
+    cluster = PgCluster().start()  # raises (does not skip) when PostgreSQL is not installed
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from provisioner.errors import DeelitError
 from provisioner.netboot.config import ACTIONS, StationConfig, default_interface, interface_address
+from provisioner.registry.cli_common import DbOpt
 
 err = Console(stderr=True, soft_wrap=True)  # the page URL with its token stays one line
 
@@ -76,15 +77,20 @@ def serve(
     station: Annotated[str | None, typer.Option(help="station name for the token")] = None,
     thresholds: Annotated[Path | None, typer.Option(
         help="grading thresholds YAML for the agents (default: the shipped one)")] = None,
+    db: DbOpt = None,
+    point: Annotated[str | None, typer.Option(
+        help="point code for new asset tags, e.g. MEC", envvar="DEELIT_POINT")] = None,
 ) -> None:
     """PXE station beside the café's router: proxy-DHCP + TFTP (dnsmasq) + HTTP + registry."""
     from provisioner.netboot import server
+    from provisioner.registry.cli_common import settings
     from provisioner.registry.settings import default_data_dir
 
     if action not in ACTIONS:
         raise DeelitError(f"--action: {action!r} is not one of {', '.join(ACTIONS)}")
     if uefi not in ("snponly.efi", "ipxe.efi"):
         raise DeelitError(f"--uefi: {uefi!r} is not one of snponly.efi, ipxe.efi")
+    registry = settings(data or default_data_dir(), db, default_point=point)
     iface = interface or default_interface()
     address, subnet = interface_address(iface)
     cfg = StationConfig(
@@ -93,9 +99,12 @@ def serve(
         image_dir=image.absolute(), installer_dir=installer.absolute(),
         default_action=action, uefi_binary=uefi, secure_boot=secure_boot,  # type: ignore[arg-type]
         thresholds=thresholds.absolute() if thresholds else None,
+        db_url=registry.db_url, point=registry.default_point,
     )
 
     def ready(token: str) -> None:
+        err.print(f"registry: {registry.url.split('@')[-1]}, point {registry.default_point}",
+                  highlight=False)
         err.print(f"station on {iface} ({address}, proxy-DHCP for {subnet}); "
                   f"page: {cfg.http_base}/station#token={token}", highlight=False)
         print("ready", flush=True)

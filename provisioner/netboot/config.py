@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from provisioner.errors import DeelitError
+from provisioner.registry.settings import Settings
 
 Action = Literal["inventory", "wipe-install", "install", "local"]
 ACTIONS: tuple[str, ...] = ("inventory", "wipe-install", "install", "local")
@@ -36,6 +37,13 @@ class StationConfig(BaseModel):
     thresholds: Path | None = None  # the point's grading policy for the agents (else shipped)
     kernel_console: list[str] = Field(default_factory=lambda: ["console=tty0",
                                                                "console=ttyS0,115200n8"])
+    # The point's registry: its central database when it has one (else SQLite in data_dir), and
+    # the point code of new asset tags, as `deelit registry serve` takes them.
+    db_url: str | None = None
+    point: str = "MEC"
+
+    def registry_settings(self) -> Settings:
+        return Settings(data_dir=self.data_dir, db_url=self.db_url, default_point=self.point)
 
     @property
     def http_base(self) -> str:

@@ -26,7 +26,6 @@ from provisioner.registry.access import AGENT_LIMITS, TokenScope
 from provisioner.registry.api import create_app as registry_app
 from provisioner.registry.errors import NotFound
 from provisioner.registry.labels import labels_pdf
-from provisioner.registry.settings import Settings
 from provisioner.registry.store import Store
 from provisioner.registry.tokens import Caller
 
@@ -88,7 +87,7 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
                token: str | Callable[[], str], store: Store | None = None) -> FastAPI:
     """`token`: the agent token the boot scripts hand to machines (or what gives the current
     one: serve renews it). Never the station's own token."""
-    store = store or Store(Settings(data_dir=cfg.data_dir))
+    store = store or Store(cfg.registry_settings())
     agent_token: Callable[[], str] = token if callable(token) else (lambda: token)
     book = scripts.ActionBook(cfg.data_dir / "actions.json")
     board = Board()
@@ -178,7 +177,7 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
     def page(request: Request) -> str:
         return scripts.templates.get_template("station.html.j2").render()
 
-    app.mount("/", registry_app(Settings(data_dir=cfg.data_dir), store=store))
+    app.mount("/", registry_app(cfg.registry_settings(), store=store))
     return app
 
 

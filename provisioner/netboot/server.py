@@ -36,7 +36,6 @@ from provisioner.netboot.config import StationConfig
 from provisioner.netboot.dnsmasq import Dnsmasq, populate_tftp
 from provisioner.netboot.http import create_app
 from provisioner.registry.access import TokenScope
-from provisioner.registry.settings import Settings
 from provisioner.registry.store import Store
 from provisioner.registry.tokens import utcnow
 
@@ -161,7 +160,7 @@ def serve(cfg: StationConfig, *, on_ready: Callable[[str], None] | None = None,
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         check_port_free(cfg.server_ip, cfg.http_port)
         image = images.prepare(cfg.image_dir, cfg.data_dir)
-        store = Store(Settings(data_dir=cfg.data_dir))
+        store = Store(cfg.registry_settings())
     except BaseException:
         shutil.rmtree(cfg.run_dir, ignore_errors=True)
         raise

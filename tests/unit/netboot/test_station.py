@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from provisioner.build.manifest import artifact_record
 from provisioner.errors import DeelitError
 from provisioner.formats import bmap as bm
+from provisioner.lab.postgres import PgCluster
 from provisioner.netboot import dnsmasq, images, scripts, server
 from provisioner.netboot.config import StationConfig
 from provisioner.netboot.http import create_app
@@ -421,3 +422,42 @@ def test_station_token_reuse_and_replacement(cfg: StationConfig, store: Store) -
     store.revoke_tokens("pxe-test")
     renewed = server.station_token(store, cfg.data_dir, "pxe-test")
     assert store.authenticate(renewed) == Caller("pxe-test", None, TokenScope.station)
+
+
+def test_serve_uses_the_points_central_registry_and_point_code(
+        cfg: StationConfig, manifest_data: dict[str, Any], pg_cluster: PgCluster) -> None:
+    """`serve --db URL --point ANT`: the station registers into that database, with that point's
+    tags, so a point's stations know each other's laptops."""
+    central = cfg.model_copy(update={"db_url": pg_cluster.create_database(), "point": "ANT"})
+    cfg.data_dir.mkdir(parents=True)
+    make_image(cfg.image_dir, manifest_data)
+    other_station = Store(Settings(data_dir=cfg.data_dir / "elsewhere", db_url=central.db_url))
+    try:
+        loaned = _register(other_station, "LOANED-1", "52:54:00:00:00:01", EventType.wiped,
+                           EventType.imaged, EventType.verified, EventType.ready, EventType.loaned)
+        store = Store(central.registry_settings())
+        agent = store.create_token("pxe-pc1", scope="agent")
+        client = TestClient(create_app(central, images.prepare(cfg.image_dir, cfg.data_dir),
+                                       agent, store))
+        # the laptop loaned out by the other station boots its own disk here
+        script = client.get("/boot.ipxe", params={"serial": "LOANED-1", "mac": "52:54:00:00:00:01"})
+        assert f"{loaned} is on loan" in script.text and "installer/vmlinuz" not in script.text
+        made = client.post("/api/v1/devices", json={"serial": "NEW-1"},
+                           headers={"Authorization": f"Bearer {agent}"})
+        assert made.status_code == 201 and made.json()["asset_tag"].startswith("DEELIT-ANT-")
+        assert other_station.find_device(serial="NEW-1") is not None
+        assert not (cfg.data_dir / "registry.sqlite3").exists()
+    finally:
+        other_station.close()
+
+
+def test_serve_refuses_a_bad_point_code_before_starting(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from provisioner.cli import make_app
+
+    result = CliRunner().invoke(make_app("serve"),
+                                ["serve", "--point", "mechelen", "--data", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "default_point" in str(result.exception) and "2-8 capital letters" in str(result.exception)
+    assert list(tmp_path.iterdir()) == []

@@ -14,13 +14,6 @@ from provisioner.registry.tokens import Caller
 
 
 @pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
-    cluster = PgCluster().start()  # raises (does not skip) when PostgreSQL is not installed
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(scope="session")
 def pg_template(pg_cluster: PgCluster) -> str:
     """A migrated database that each test's database is copied from."""
     url = pg_cluster.create_database("deelit_template")
