@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 from provisioner import procs
 from provisioner.errors import DeelitError
 from provisioner.netboot.config import StationConfig
+from provisioner.netboot.daylog import DayLog
 from provisioner.netboot.scripts import templates
 
 IPXE_DIR = Path("/usr/lib/ipxe")
@@ -89,6 +91,7 @@ class Dnsmasq:
         self.cfg, self.log = cfg, log
         self.conf = cfg.run_dir / "dnsmasq.conf"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._copier: threading.Thread | None = None
 
     def start(self) -> None:
         binary = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
@@ -96,16 +99,23 @@ class Dnsmasq:
             raise DeelitError("dnsmasq is not installed: install the Debian package dnsmasq-base")
         self.conf.write_text(render_config(self.cfg))
         self.conf.chmod(0o644)
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [binary, "--keep-in-foreground", "--log-facility=-", f"--conf-file={self.conf}"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
+        # Its log names every PXE client's MAC: a file a day, kept a week, each day capped.
+        self.proc = subprocess.Popen(
+            [binary, "--keep-in-foreground", "--log-facility=-", f"--conf-file={self.conf}"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        assert self.proc.stdout is not None
+        self._copier = threading.Thread(target=DayLog(self.log).copy_from, args=(self.proc.stdout,),
+                                        name="dnsmasq-log", daemon=True)
+        self._copier.start()
         time.sleep(0.5)
         if self.proc.poll() is not None:
+            self._copier.join(timeout=5)
             tail = self.log.read_text(errors="replace").strip().splitlines()[-3:]
             raise DeelitError(f"dnsmasq exited at start ({self.proc.returncode}): "
                               + " / ".join(tail) + f"; config: {self.conf}")
 
     def stop(self) -> None:
         procs.stop(self.proc)
+        if self._copier is not None:
+            self._copier.join(timeout=5)

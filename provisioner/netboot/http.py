@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
@@ -23,6 +23,7 @@ from provisioner.netboot import scripts
 from provisioner.netboot.config import StationConfig
 from provisioner.netboot.images import PreparedImage
 from provisioner.registry.access import AGENT_LIMITS, TokenScope
+from provisioner.registry.api import BodyLimit
 from provisioner.registry.api import create_app as registry_app
 from provisioner.registry.errors import NotFound
 from provisioner.registry.labels import labels_pdf
@@ -59,14 +60,27 @@ class MachineState:
 
 
 class Board:
-    """Machines seen by this station run, in memory: the registry keeps what must last."""
+    """Machines seen by this station run, in memory: the registry keeps what must last.
 
-    def __init__(self) -> None:
+    Anyone on the LAN can ask for a boot script with a made-up serial, and each such ask adds a
+    row: the board holds at most `capacity` rows, and a new one pushes out the row least
+    recently heard of that never got past the boot script (then, if none, the oldest row).
+    """
+
+    def __init__(self, capacity: int = 256) -> None:
         self._lock = threading.Lock()
         self._machines: dict[str, MachineState] = {}
+        self.capacity = capacity
+
+    def _make_room(self) -> None:
+        rows = sorted(self._machines.values(), key=lambda m: m.updated)
+        booted_only = [m for m in rows if m.stage == "pxe"]
+        del self._machines[(booted_only or rows)[0].key]
 
     def update(self, key: str, **changes: Any) -> MachineState:
         with self._lock:
+            if key not in self._machines and len(self._machines) >= self.capacity:
+                self._make_room()
             state = self._machines.get(key) or MachineState(key=key, stage="pxe")
             for name, value in changes.items():
                 if value is not None:
@@ -92,6 +106,7 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
     book = scripts.ActionBook(cfg.data_dir / "actions.json")
     board = Board()
     app = FastAPI(title="deelit station", docs_url=None, redoc_url=None)
+    app.add_middleware(BodyLimit, max_bytes=cfg.registry_settings().max_body_bytes)
     app.state.board = board
 
     def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> Caller:
@@ -109,8 +124,10 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
     StationAuth = Annotated[Caller, Depends(station_caller)]  # the station's own token
 
     @app.get("/boot.ipxe", response_class=PlainTextResponse)
-    def boot_ipxe(serial: str | None = None, mac: str | None = None, uuid: str | None = None,
-                  platform: str | None = None) -> str:
+    def boot_ipxe(serial: Annotated[str | None, Query(max_length=128)] = None,
+                  mac: Annotated[str | None, Query(max_length=64)] = None,
+                  uuid: Annotated[str | None, Query(max_length=64)] = None,
+                  platform: Annotated[str | None, Query(max_length=16)] = None) -> str:
         if serial is None and mac is None:
             return scripts.chain_script(cfg)
         machine = scripts.Machine.from_query(serial, mac, uuid, platform)

@@ -461,3 +461,23 @@ def test_serve_refuses_a_bad_point_code_before_starting(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "default_point" in str(result.exception) and "2-8 capital letters" in str(result.exception)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_station_routes_limit_bodies_queries_and_the_board(cfg: StationConfig, store: Store) -> None:
+    """A flood from the LAN neither fills memory nor pushes a working laptop off the board."""
+    agent = store.create_token("pxe-test", scope="agent")
+    app = create_app(cfg, None, agent, store)
+    app.state.board.capacity = 50
+    client = TestClient(app)
+    auth = {"Authorization": f"Bearer {agent}"}
+    body = {"key": "WORKING-1", "stage": "wipe", "percent": 10.0}
+    assert client.post("/station/progress", json=body, headers=auth).status_code == 204
+    big = client.post("/station/progress", content=b"x" * (300 * 1024), headers=auth)
+    assert big.status_code == 413
+    assert client.get("/boot.ipxe", params={"serial": "S" * 129}).status_code == 422
+    for n in range(200):  # boot-script asks with made-up serials: no token needed
+        assert client.get("/boot.ipxe", params={"serial": f"FAKE-{n:04d}"}).status_code == 200
+    station = {"Authorization": f"Bearer {store.create_token('pxe-test')}"}
+    keys = [m["key"] for m in client.get("/station/machines", headers=station).json()]
+    assert len(keys) == 50 and "WORKING-1" in keys and "FAKE-0199" in keys
+    assert "FAKE-0000" not in keys
