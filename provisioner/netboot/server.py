@@ -31,7 +31,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from provisioner.errors import DeelitError
-from provisioner.netboot import images, scripts
+from provisioner.netboot import images, pxe_probe, scripts
 from provisioner.netboot.config import StationConfig
 from provisioner.netboot.dnsmasq import Dnsmasq, populate_tftp
 from provisioner.netboot.http import create_app
@@ -147,6 +147,26 @@ def check_port_free(host: str, port: int) -> None:
             raise DeelitError(f"{host}:{port} is taken ({exc.strerror}): choose --http-port") from exc
 
 
+def refuse_beside_another_pxe_server(interface: str, own_ip: str) -> None:
+    """Two PXE servers on one LAN race for every laptop: refuse to be the second."""
+    try:
+        others = pxe_probe.other_pxe_servers(interface, own_ip)
+    except OSError as exc:
+        raise DeelitError(
+            f"could not ask {interface} for other PXE servers ({exc}): port 68 is held by a DHCP "
+            "client that does not share it; give the station a fixed address on that interface"
+        ) from exc
+    if others:
+        named = ", ".join(sorted({f"{o.server_id or o.siaddr} (boot file {o.file or '-'})"
+                                  for o in others}))
+        raise DeelitError(
+            f"another PXE server answers on {interface}: {named}. Two on one LAN race for each "
+            "laptop, and whichever answers first decides what happens to its disk: stop the "
+            "other one (another deelit serve, or network boot in the router's settings), or image "
+            "on a network of your own"
+        )
+
+
 def serve(cfg: StationConfig, *, on_ready: Callable[[str], None] | None = None,
           stop: threading.Event | None = None, station: str | None = None) -> None:
     """Runs until SIGINT/SIGTERM (or `stop` is set)."""
@@ -157,6 +177,7 @@ def serve(cfg: StationConfig, *, on_ready: Callable[[str], None] | None = None,
             raise DeelitError(f"{cfg.installer_dir / name}: missing; build the installer first "
                               "(deelit build installer)")
     try:
+        refuse_beside_another_pxe_server(cfg.interface, cfg.server_ip)
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         check_port_free(cfg.server_ip, cfg.http_port)
         image = images.prepare(cfg.image_dir, cfg.data_dir)
