@@ -22,7 +22,7 @@ AREAS: dict[str, tuple[str, ...]] = {
     "provisioner.flash.commands": ("flash", "bmap"),
     "provisioner.agent.commands": ("agent",),
     "provisioner.registry.commands": ("registry",),
-    "provisioner.netboot.commands": ("serve", "stick"),
+    "provisioner.netboot.commands": ("serve", "station", "stick"),
     "provisioner.fleet": ("fleet",),
     "provisioner.lab.commands": ("demo",),
 }

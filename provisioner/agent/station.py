@@ -1,10 +1,15 @@
 """The agent's run on a laptop: inventory -> grade -> (wipe) -> install -> verify -> report -> reboot.
 
 Settings come from the kernel command line (`deelit.server=`, `deelit.token=`, `deelit.action=`,
-optional `deelit.disk=`, `deelit.point=`, `deelit.reboot=0`), else from `deelit/station.json` on
-the stick (offline USB installs, with the image in `deelit/image/` and the queue in
-`deelit/queue/`). Progress goes to the station (best effort); the registry record is delivered
-by report.py, also when a step fails after something was done to the disk.
+optional `deelit.disk=`, `deelit.point=`, `deelit.countdown=`, `deelit.reboot=0`), else from
+`deelit/station.json` on the stick (offline USB installs, with the image in `deelit/image/` and
+the queue in `deelit/queue/`). Progress goes to the station (best effort); the registry record
+is delivered by report.py, also when a step fails after something was done to the disk.
+
+Nothing is written to a disk without consent (consent.py): a machine the station does not know
+waits for a volunteer's approval with nothing recorded; a station's laptop shows a countdown
+any key stops; the stick asks for the serial's last four characters unless it was prepared
+for a batch.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provisioner.agent import grade_inputs, health
+from provisioner.agent import consent, grade_inputs, health
 from provisioner.agent import thresholds as grading
 from provisioner.agent import wipe as wiping
 from provisioner.agent.blockdev import Safety, confirmation_token, disks_in_use, identify
@@ -37,7 +42,7 @@ from provisioner.agent.sysrun import run
 from provisioner.errors import DeelitError
 from provisioner.formats import manifest as fm
 
-ACTIONS = ("inventory", "wipe-install", "install", "local", "auto")
+ACTIONS = ("inventory", "wipe-install", "install", "local", "auto", "wait")
 # A live stick (live-boot medium), a mounted one, or the installer stick booted as a disk.
 STICK_MOUNTS = (Path("/run/live/medium"), Path("/media/deelit"), Path("/"))
 
@@ -51,6 +56,8 @@ class AgentConfig:
     point: str | None = None
     reboot: bool = True
     stick: Path | None = None  # the folder holding deelit/ on the USB stick
+    countdown: int = 0  # seconds shown before a station's laptop is written (0: none)
+    batch: bool = False  # a stick prepared for a batch: no typed confirmation
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -81,8 +88,12 @@ def load_config(cmdline: str, stick: Path | None) -> AgentConfig:
         action=values.get("action", "auto"), server=values.get("server") or None,
         token=values.get("token") or None, disk=values.get("disk") or None,
         point=values.get("point") or None, reboot=values.get("reboot", "1") not in ("0", "no"),
-        stick=stick, extra=values,
+        stick=stick, extra=values, batch=values.get("batch", "").lower() in ("1", "true"),
     )
+    try:
+        cfg.countdown = int(values.get("countdown", "0") or 0)
+    except ValueError as exc:
+        raise DeelitError(f"deelit.countdown={values['countdown']!r}: a number of seconds") from exc
     if cfg.action not in ACTIONS:
         raise DeelitError(f"deelit.action={cfg.action!r}: not one of {', '.join(ACTIONS)}")
     if cfg.server is None and stick is None:
@@ -99,12 +110,13 @@ class Station:
         self.serial: str | None = None
 
     def progress(self, stage: str, message: str = "", percent: float | None = None,
-                 asset_tag: str | None = None) -> None:
+                 asset_tag: str | None = None, **details: str | None) -> None:
+        """`details`: what a waiting machine is (mac, maker, model, grade, disks)."""
         self.log(f"[{stage}] {message}" + (f" {percent:.0f}%" if percent is not None else ""))
         if not self.cfg.server or not self.cfg.token:
             return
         body = {"key": self.key, "stage": stage, "message": message[:500], "percent": percent,
-                "serial": self.serial, "asset_tag": asset_tag}
+                "serial": self.serial, "asset_tag": asset_tag, **details}
         req = urllib.request.Request(
             self.cfg.server + "/station/progress", data=json.dumps(body).encode(), method="POST",
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.cfg.token}"})
@@ -142,8 +154,10 @@ def _build_id(cfg: AgentConfig) -> str | None:
 
 
 def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
-              safety: Safety | None = None) -> Outcome | None:
-    """One laptop, start to end. Returns the delivery outcome (None for 'local')."""
+              safety: Safety | None = None,
+              screen: consent.Screen | None = None) -> Outcome | None:
+    """One laptop, start to end. Returns the delivery outcome (None when nothing was done:
+    'local', refused at the station, stopped at the laptop)."""
     safety = safety or Safety()
     station = Station(cfg, log)
     log(f"[booted] action {cfg.action}; reading SMBIOS, disks, battery")
@@ -163,6 +177,35 @@ def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
     station.progress("grade", "checking disk health and battery")
     disks = with_known_sizes(inv, disks)
     grade = health.grade_device(inv, disks, batteries, thresholds(cfg))
+    if screen is None and (action == "wait" or cfg.countdown or cfg.stick):
+        from provisioner.agent.screen import VtScreen
+
+        screen = VtScreen(log)
+    what = consent.machine_lines(inv.maker, inv.model, inv.serial or inv.system_serial,
+                                 disks_text(inv), grade.grade)
+    if action == "wait":
+        assert screen is not None
+        station.progress("waiting", "new to the registry: waits for approval at the station",
+                         mac=mac, maker=(inv.maker or "")[:128] or None,
+                         model=(inv.model or "")[:128] or None, grade=grade.grade,
+                         disks=disks_text(inv))
+        action = consent.wait_for_approval(lambda: station.ask_action(inv.system_serial, mac),
+                                           screen, what)
+        if action not in ACTIONS or action in ("auto", "wait"):
+            raise DeelitError(f"the station answered {action!r}: not an action")
+        if action == "local":
+            screen.show(["GEWEIGERD aan het station: er is niets gewist.",
+                         "De laptop start opnieuw van zijn eigen schijf.",
+                         "(Refused at the station: nothing was erased.)"])
+            station.progress("done", "refused at the station: nothing written or recorded")
+            _power(cfg, "reboot")
+            return None
+        station.progress("grade", f"approved at the station: {action}")
+    if (action in ("wipe-install", "install") and grade.grade != "reject"
+            and not _consent(cfg, action, screen, what, inv.serial, mac, station)):
+        station.progress("stopped", "stopped at the laptop: nothing written or recorded")
+        _power(cfg, "poweroff")
+        return None
     record = Record(run_id=uuid.uuid4().hex[:20], device=device_body(inv, grade, cfg.point),
                     events=[])
     record.add("inventoried", agent="deelit")
@@ -191,10 +234,35 @@ def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
     where = outcome.asset_tag or f"queued at {outcome.queued_at}"
     station.progress("done", f"{where}: {outcome.status or 'queued'}", 100.0,
                      asset_tag=outcome.asset_tag)
-    if cfg.reboot and action != "inventory":
+    if action != "inventory":
         # Offline, the stick would boot again: power off so the volunteer takes it out.
-        subprocess.run(["systemctl", "reboot" if cfg.server else "poweroff"], check=False)
+        _power(cfg, "reboot" if cfg.server else "poweroff")
     return outcome
+
+
+def _power(cfg: AgentConfig, how: str) -> None:
+    if cfg.reboot:
+        subprocess.run(["systemctl", how], check=False)
+
+
+def disks_text(inv: Inventory) -> str:
+    return ", ".join(f"{d.name} {d.size_bytes / 1e9:.0f} GB" for d in inv.disks)[:300]
+
+
+def _consent(cfg: AgentConfig, action: str, screen: consent.Screen | None, what: list[str],
+             serial: str | None, mac: str | None, station: Station) -> bool:
+    """A station's laptop: a countdown any key stops. The stick: the serial's last four
+    characters typed, unless it was prepared for a batch."""
+    doing = ("Deze laptop wordt gewist en opnieuw ingericht" if action == "wipe-install"
+             else "Deze laptop wordt opnieuw ingericht")
+    if cfg.server and cfg.countdown > 0:
+        assert screen is not None
+        station.progress("countdown", f"{action} in {cfg.countdown} s unless stopped at the laptop")
+        return consent.countdown(screen, cfg.countdown, what, doing)
+    if cfg.stick is not None and not cfg.server and not cfg.batch:
+        assert screen is not None
+        return consent.confirm_on_screen(screen, consent.confirm_code(serial, mac), what, doing)
+    return True
 
 
 def thresholds(cfg: AgentConfig) -> grading.Thresholds:

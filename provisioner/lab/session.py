@@ -141,11 +141,14 @@ class Session:
     def __init__(self, image_dir: Path, installer_dir: Path, *, view: View | None = None,
                  logs: Path | None = None, page_port: int = 0, ssh_pubkey: str | None = None,
                  tag: str | None = None, station_args: list[str] | None = None,
-                 poll_every: float = 2.0) -> None:
+                 poll_every: float = 2.0, approve: bool = True) -> None:
+        """`approve`: play the volunteer who approves each of its laptops once the station
+        lists it as waiting (the station's rule for machines new to the registry)."""
         self.image_dir, self.installer_dir = image_dir.absolute(), installer_dir.absolute()
         self.view: View = view or PrintView()
         self.logs, self.want_port, self.ssh_pubkey = logs, page_port, ssh_pubkey
         self.tag, self.station_args, self.poll_every = tag, station_args, poll_every
+        self.approve = approve
         self.lan: Lan | None = None
         self.station: StationProcess | None = None
         self.token = ""
@@ -228,6 +231,13 @@ class Session:
             pass  # the previous rows stand; the registry is the source of truth
         return self._rows
 
+    def station_call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """A station-token call through the loopback relay, as the station page makes it."""
+        resp = httpx.request(method, f"http://127.0.0.1:{self.page_port}{path}", json=body,
+                             headers={"Authorization": f"Bearer {self.token}"}, timeout=15)
+        resp.raise_for_status()
+        return resp.json()
+
     def _where(self) -> str:
         return f"; logs: {self.logs}" if self.logs else ""
 
@@ -250,6 +260,10 @@ class Session:
                 for text in tracker.observe(time.monotonic() - lt.started_at, rows, device, disk,
                                             console.phase):
                     self.view.line(text)
+                if self.approve and tracker.waiting(device):
+                    self.station_call("POST", "/station/approve", {"key": lt.serial if
+                                      tracker.real_serial else lt.mac})
+                    self.view.line(tracker.approved(time.monotonic() - lt.started_at))
                 if tracker.booted and tracker.want_dialog and self._firstboot[lt.name].check():
                     for text in self._look_for_dialog(lt, tracker):
                         self.view.line(text)
@@ -263,7 +277,7 @@ class Session:
             if all(t.done for t in self.trackers):
                 return [Result(t.name, t.spec, t.registered_s or 0.0, t.ready_s or 0.0,
                                t.disk_boot_s or 0.0, t.device,  # type: ignore[arg-type]
-                               t.dialog_s, t.screenshot)
+                               t.dialog_s, t.screenshot, t.waited_s, t.recorded_while_waiting)
                         for t in self.trackers]
             if time.monotonic() - started > timeout:
                 late = [t for t in self.trackers if not t.done]

@@ -100,6 +100,10 @@ class Tracker:
     screenshot: Path | None = None
     device: DeviceWithEvents | None = None
     failed: str | None = None
+    # New to the registry: it waited for approval; whether the registry had a record of it then
+    waited_s: float | None = None
+    recorded_while_waiting: bool = False
+    approved_s: float | None = None
     _shown: tuple[str, str] = ("", "")
     _quarter: int = -1
     _events: list[str] = field(default_factory=list)
@@ -122,6 +126,20 @@ class Tracker:
             return []
         self.dialog_s, self.screenshot, self.elapsed = elapsed, screenshot, elapsed
         return [self._say(elapsed, "first boot", f"the first-boot dialog is on the screen: {screenshot}")]
+
+    def waiting(self, device: DeviceWithEvents | None) -> bool:
+        """On the board as waiting for approval and not yet approved: notes that it waited,
+        and whether the registry held anything of it meanwhile (it must not)."""
+        if self.stage != "waiting" or self.approved_s is not None:
+            return False
+        self.waited_s = self.waited_s if self.waited_s is not None else self.elapsed
+        self.recorded_while_waiting |= device is not None
+        return True
+
+    def approved(self, elapsed: float) -> str:
+        self.approved_s = elapsed
+        return self._say(elapsed, "approved", "approved at the station, as a volunteer does on "
+                         "the page or with `deelit station approve`")
 
     def matches(self, row: Mapping[str, Any]) -> bool:
         mac = self.spec.mac.lower()
@@ -221,6 +239,8 @@ class Result:
     device: DeviceWithEvents
     dialog_s: float | None = None  # power-on -> the first-boot dialog on the screen
     screenshot: Path | None = None  # of that dialog
+    waited_s: float | None = None  # power-on -> waiting for approval at the station
+    recorded_while_waiting: bool = False  # the registry had it before approval (it must not)
 
 
 def summary(result: Result) -> list[tuple[str, str]]:
@@ -234,6 +254,8 @@ def summary(result: Result) -> list[tuple[str, str]]:
         how = ", ".join(str(d[k]) for k in ("method", "nist_category") if d.get(k))
         wipe = f"{d.get('certificate_sha256', '-')}" + (f" ({how})" if how else "")
     return [
+        *([("power-on → waiting for approval", clock(result.waited_s))]
+          if result.waited_s is not None else []),
         ("power-on → registered", clock(result.registered_s)),
         ("power-on → ready", clock(result.ready_s)),
         ("power-on → disk boot", clock(result.disk_boot_s)),

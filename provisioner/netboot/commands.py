@@ -1,9 +1,10 @@
-"""CLI of the netboot area: `deelit serve` and `deelit stick`, registered by cli.py."""
+"""CLI of the netboot area: `deelit serve`, `deelit station` and `deelit stick`, registered by
+cli.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -12,6 +13,9 @@ from provisioner.errors import DeelitError
 from provisioner.netboot.config import ACTIONS, StationConfig, default_interface, interface_address
 from provisioner.registry.cli_common import DbOpt
 
+if TYPE_CHECKING:
+    from provisioner.netboot.station_client import StationClient
+
 err = Console(stderr=True, soft_wrap=True)  # the page URL with its token stays one line
 
 
@@ -19,10 +23,107 @@ stick_app = typer.Typer(help="The offline installer stick: put the image on, get
                         no_args_is_help=True)
 
 
+station_app = typer.Typer(help="Approve, refuse and batch-approve machines at the running "
+                          "deelit serve on this machine.", no_args_is_help=True)
+DataOpt = Annotated[Path | None, typer.Option(
+    help="serve's data folder (default $DEELIT_DATA or ~/.local/share/deelit)",
+    envvar="DEELIT_DATA")]
+
+
 def register(app: typer.Typer) -> None:
-    """Adds `deelit serve` and `deelit stick …` to the main app."""
+    """Adds `deelit serve`, `deelit station …` and `deelit stick …` to the main app."""
     app.command("serve")(serve)
+    app.add_typer(station_app, name="station")
     app.add_typer(stick_app, name="stick")
+
+
+def _client(data: Path | None) -> StationClient:
+    from provisioner.netboot.station_client import StationClient
+    from provisioner.registry.settings import default_data_dir
+
+    return StationClient.from_data_dir(data or default_data_dir())
+
+
+@station_app.command("waiting")
+def station_waiting(data: DataOpt = None) -> None:
+    """The machines waiting for approval, and the armed batch."""
+    client = _client(data)
+    status = client.call("GET", "/station/approvals")
+    rows = {r["key"]: r for r in client.call("GET", "/station/machines")}
+    batch = status["batch"]
+    if batch["armed"]:
+        err.print(f"batch approval armed: {_batch_text(batch)}", highlight=False)
+    for key in status["waiting"]:
+        r = rows.get(key, {})
+        print(f"{key}\t{r.get('maker') or '?'} {r.get('model') or '?'}\tgrade "
+              f"{r.get('grade') or '?'}\t{r.get('disks') or ''}")
+    if not status["waiting"]:
+        err.print("no machine is waiting", highlight=False)
+
+
+@station_app.command("approve")
+def station_approve(
+    key: Annotated[str | None, typer.Argument(
+        help="the machine's serial (or MAC) as the station page shows it")] = None,
+    all_waiting: Annotated[bool, typer.Option("--all", help="every machine waiting now")] = False,
+    data: DataOpt = None,
+) -> None:
+    """Approve a machine the registry does not know: its disk is then wiped and written."""
+    if (key is None) == (not all_waiting):
+        raise DeelitError("name one machine (its serial or MAC) or give --all, not both")
+    done = _client(data).call("POST", "/station/approve",
+                              {"key": key} if key else {"all_waiting": True})
+    err.print(f"approved: {', '.join(done['approved']) or 'none was waiting'}", highlight=False)
+
+
+@station_app.command("refuse")
+def station_refuse(
+    key: Annotated[str | None, typer.Argument(help="the machine's serial (or MAC)")] = None,
+    all_waiting: Annotated[bool, typer.Option("--all", help="every machine waiting now")] = False,
+    data: DataOpt = None,
+) -> None:
+    """Refuse a waiting machine: it reboots to its own disk, untouched and unrecorded."""
+    if (key is None) == (not all_waiting):
+        raise DeelitError("name one machine (its serial or MAC) or give --all, not both")
+    done = _client(data).call("POST", "/station/refuse",
+                              {"key": key} if key else {"all_waiting": True})
+    err.print(f"refused: {', '.join(done['refused']) or 'none was waiting'}", highlight=False)
+
+
+@station_app.command("batch")
+def station_batch(
+    approve_for: Annotated[str | None, typer.Option(
+        "--for", help="approve every new machine for this long, e.g. 30m, 2h")] = None,
+    approve_next: Annotated[int | None, typer.Option(
+        "--next", help="approve the next N new machines")] = None,
+    off: Annotated[bool, typer.Option("--off", help="end the batch now")] = False,
+    data: DataOpt = None,
+) -> None:
+    """Arm (or end) batch approval: new machines are wiped without asking until it ends."""
+    from provisioner.netboot.approvals import check_count, parse_duration
+
+    client = _client(data)
+    if off:
+        if approve_for or approve_next:
+            raise DeelitError("--off ends the batch: give it alone")
+        client.call("DELETE", "/station/batch")
+        err.print("batch approval ended", highlight=False)
+        return
+    if approve_for is None and approve_next is None:
+        raise DeelitError("give --for 30m, --next 20 (or both), or --off")
+    minutes = parse_duration(approve_for).total_seconds() / 60 if approve_for else None
+    count = check_count(approve_next) if approve_next is not None else None
+    status = client.call("PUT", "/station/batch", {"minutes": minutes, "count": count})
+    err.print(f"batch approval armed: {_batch_text(status)}", highlight=False)
+
+
+def _batch_text(status: dict[str, object]) -> str:
+    parts = []
+    if status.get("seconds_left") is not None:
+        parts.append(f"{int(status['seconds_left']) // 60} min left")  # type: ignore[call-overload]
+    if status.get("remaining") is not None:
+        parts.append(f"{status['remaining']} machine(s) left")
+    return ", ".join(parts)
 
 
 @stick_app.command("prepare")
@@ -34,14 +135,24 @@ def stick_prepare(
     point: Annotated[str | None, typer.Option(help="DEEL IT point code")] = None,
     thresholds: Annotated[Path | None, typer.Option(
         help="grading thresholds YAML for the agent (default: the shipped one)")] = None,
+    batch: Annotated[bool, typer.Option(
+        "--batch-no-questions", help="laptops booted from this stick are wiped WITHOUT typing "
+        "the serial's last four characters first; label the stick so")] = False,
 ) -> None:
-    """Copy the target image and station.json onto the stick, with an empty queue folder."""
+    """Copy the target image and station.json onto the stick, with an empty queue folder.
+
+    A laptop booted from it asks, on its own screen, for its serial's last four characters
+    before its disk is wiped or written (unless --batch-no-questions)."""
     from provisioner.netboot import usb
 
     if action not in ("wipe-install", "install", "inventory"):
         raise DeelitError(f"--action: {action!r} is not one of wipe-install, install, inventory")
-    usb.prepare(stick, image, action=action, point=point, thresholds=thresholds)
+    usb.prepare(stick, image, action=action, point=point, thresholds=thresholds, batch=batch)
     err.print(f"{stick}: image from {image}, action {action}", highlight=False)
+    if batch:
+        err.print("BATCH STICK: every laptop booted from it is wiped without a question. Mark "
+                  "it so (a label 'BATCH: WIST ZONDER VRAGEN') and keep it away from other "
+                  "machines.", style="bold red", highlight=False)
 
 
 @stick_app.command("queue")
@@ -80,12 +191,28 @@ def serve(
     db: DbOpt = None,
     point: Annotated[str | None, typer.Option(
         help="point code for new asset tags, e.g. MEC", envvar="DEELIT_POINT")] = None,
+    approve_for: Annotated[str | None, typer.Option(
+        help="approve every machine new to the registry for this long from the start, e.g. 30m "
+             "(else each waits for `deelit station approve` or the page)")] = None,
+    approve_next: Annotated[int | None, typer.Option(
+        help="approve the next N machines new to the registry")] = None,
+    countdown: Annotated[int, typer.Option(
+        help="seconds a laptop shows what will happen to its disk, any key stopping it")] = 15,
 ) -> None:
-    """PXE station beside the café's router: proxy-DHCP + TFTP (dnsmasq) + HTTP + registry."""
+    """PXE station beside the café's router: proxy-DHCP + TFTP (dnsmasq) + HTTP + registry.
+
+    A machine the registry does not know is only inventoried and graded, and waits until a
+    volunteer approves it (`deelit station approve`, the page, or --approve-for/--approve-next).
+    """
     from provisioner.netboot import server
+    from provisioner.netboot.approvals import check_count, parse_duration
     from provisioner.registry.cli_common import settings
     from provisioner.registry.settings import default_data_dir
 
+    span = parse_duration(approve_for) if approve_for is not None else None
+    count = check_count(approve_next) if approve_next is not None else None
+    if not 5 <= countdown <= 600:
+        raise DeelitError(f"--countdown {countdown}: between 5 and 600 seconds")
     if action not in ACTIONS:
         raise DeelitError(f"--action: {action!r} is not one of {', '.join(ACTIONS)}")
     if uefi not in ("snponly.efi", "ipxe.efi"):
@@ -99,7 +226,7 @@ def serve(
         image_dir=image.absolute(), installer_dir=installer.absolute(),
         default_action=action, uefi_binary=uefi, secure_boot=secure_boot,  # type: ignore[arg-type]
         thresholds=thresholds.absolute() if thresholds else None,
-        db_url=registry.db_url, point=registry.default_point,
+        db_url=registry.db_url, point=registry.default_point, countdown=countdown,
     )
 
     def ready(token: str) -> None:
@@ -107,6 +234,11 @@ def serve(
                   highlight=False)
         err.print(f"station on {iface} ({address}, proxy-DHCP for {subnet}); "
                   f"page: {cfg.http_base}/station#token={token}", highlight=False)
+        if span is not None or count is not None:
+            err.print("BATCH APPROVAL: machines new to the registry are wiped without asking "
+                      f"({approve_for or ''}{' / ' if span and count else ''}"
+                      f"{f'next {count}' if count else ''}); end it: deelit station batch --off",
+                      highlight=False)
         print("ready", flush=True)
 
-    server.serve(cfg, on_ready=ready, station=station)
+    server.serve(cfg, on_ready=ready, station=station, batch=(span, count))

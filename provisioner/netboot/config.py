@@ -32,6 +32,9 @@ class StationConfig(BaseModel):
     image_dir: Path  # the target image's build folder (NAME.img.zst + NAME.bmap + manifest.json)
     installer_dir: Path  # the installer's netboot artifacts (vmlinuz, initrd.img, filesystem.squashfs)
     default_action: Action = "wipe-install"
+    # Seconds the laptop's screen shows what is about to happen to its disk before it starts,
+    # any key stopping it (a laptop that booted from the network by mistake).
+    countdown: int = Field(default=15, ge=5, le=600)
     uefi_binary: UefiBinary = "snponly.efi"
     secure_boot: bool = False  # UEFI clients get shim -> signed GRUB instead of iPXE
     thresholds: Path | None = None  # the point's grading policy for the agents (else shipped)

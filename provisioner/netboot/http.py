@@ -20,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from provisioner.netboot import scripts
+from provisioner.netboot.approvals import Approvals
 from provisioner.netboot.config import StationConfig
 from provisioner.netboot.images import PreparedImage
 from provisioner.registry.access import AGENT_LIMITS, TokenScope
@@ -32,8 +33,9 @@ from provisioner.registry.tokens import Caller
 
 INSTALLER_FILES = ("vmlinuz", "initrd.img", "filesystem.squashfs")
 IMAGE_FILES = ("disk.img", "disk.bmap", "manifest.json")
-STAGES = ("pxe", "booted", "inventory", "grade", "wipe", "install", "verify", "report",
-          "done", "failed")
+STAGES = ("pxe", "booted", "inventory", "grade", "waiting", "countdown", "wipe", "install",
+          "verify", "report", "done", "failed", "stopped")
+_TEXT = r"^[^\x00]*$"
 
 
 class ProgressIn(BaseModel):
@@ -43,6 +45,24 @@ class ProgressIn(BaseModel):
     message: str = Field(default="", max_length=500, pattern=r"^[^\x00]*$")
     serial: str | None = Field(default=None, max_length=128)
     asset_tag: str | None = Field(default=None, max_length=64)
+    # What a waiting machine is, for the volunteer who approves it (device data only).
+    mac: str | None = Field(default=None, max_length=64, pattern=_TEXT)
+    maker: str | None = Field(default=None, max_length=128, pattern=_TEXT)
+    model: str | None = Field(default=None, max_length=128, pattern=_TEXT)
+    grade: str | None = Field(default=None, pattern="^(A|B|C|reject)$")
+    disks: str | None = Field(default=None, max_length=300, pattern=_TEXT)
+
+
+class ApprovalIn(BaseModel):
+    """One machine by the key the board shows (serial, else MAC), or every waiting one."""
+
+    key: str | None = Field(default=None, min_length=1, max_length=128, pattern=_TEXT)
+    all_waiting: bool = False
+
+
+class BatchIn(BaseModel):
+    minutes: float | None = Field(default=None, gt=0, le=720)
+    count: int | None = Field(default=None, gt=0, le=500)
 
 
 @dataclass
@@ -55,6 +75,10 @@ class MachineState:
     serial: str | None = None
     mac: str | None = None
     asset_tag: str | None = None
+    maker: str | None = None
+    model: str | None = None
+    grade: str | None = None
+    disks: str | None = None
     first_seen: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
     updated: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
 
@@ -93,21 +117,37 @@ class Board:
         with self._lock:
             return [asdict(m) for m in self._machines.values()]
 
+    def find(self, key: str) -> MachineState | None:
+        """A row by its key, serial or MAC (as a volunteer reads it off the page or sticker)."""
+        want = key.strip().lower()
+        with self._lock:
+            for m in self._machines.values():
+                if want in {(v or "").lower() for v in (m.key, m.serial, m.mac)}:
+                    return m
+        return None
+
+    def waiting(self) -> list[MachineState]:
+        with self._lock:
+            return [m for m in self._machines.values() if m.stage == "waiting"]
+
 
 _bearer = HTTPBearer(auto_error=False)
 
 
 def create_app(cfg: StationConfig, image: PreparedImage | None,
-               token: str | Callable[[], str], store: Store | None = None) -> FastAPI:
+               token: str | Callable[[], str], store: Store | None = None,
+               approvals: Approvals | None = None) -> FastAPI:
     """`token`: the agent token the boot scripts hand to machines (or what gives the current
     one: serve renews it). Never the station's own token."""
     store = store or Store(cfg.registry_settings())
     agent_token: Callable[[], str] = token if callable(token) else (lambda: token)
     book = scripts.ActionBook(cfg.data_dir / "actions.json")
     board = Board()
+    approvals = approvals or Approvals()
     app = FastAPI(title="deelit station", docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, max_bytes=cfg.registry_settings().max_body_bytes)
     app.state.board = board
+    app.state.approvals = approvals
 
     def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> Caller:
         who = store.authenticate(creds.credentials) if creds else None
@@ -131,7 +171,7 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
         if serial is None and mac is None:
             return scripts.chain_script(cfg)
         machine = scripts.Machine.from_query(serial, mac, uuid, platform)
-        decision = scripts.decide(machine, cfg.default_action, book, store)
+        decision = scripts.decide(machine, cfg.default_action, book, store, approvals)
         board.update(machine.key, stage="pxe", action=decision.action, serial=machine.serial,
                      mac=machine.mac, message=decision.reason)
         return scripts.machine_script(cfg, machine, decision, agent_token())
@@ -139,17 +179,59 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
     @app.get("/station/action")
     def action(who: Auth, serial: str | None = None, mac: str | None = None) -> dict[str, str]:
         machine = scripts.Machine.from_query(serial, mac, None, None)
-        decision = scripts.decide(machine, cfg.default_action, book, store)
+        decision = scripts.decide(machine, cfg.default_action, book, store, approvals)
         return {"key": machine.key, "action": decision.action, "reason": decision.reason}
 
     @app.post("/station/progress", status_code=204)
     def progress(body: ProgressIn, who: Auth) -> None:
-        board.update(body.key, stage=body.stage, percent=body.percent, message=body.message,
-                     serial=body.serial, asset_tag=body.asset_tag)
+        board.update(body.key, **body.model_dump(exclude={"key"}))
 
     @app.get("/station/machines")
     def machines(who: StationAuth) -> list[dict[str, Any]]:
         return board.all()
+
+    @app.get("/station/approvals")
+    def approval_status(who: StationAuth) -> dict[str, Any]:
+        """The armed batch (if any) and the machines waiting for a volunteer."""
+        return {"batch": approvals.status(), "waiting": [m.key for m in board.waiting()]}
+
+    @app.post("/station/approve")
+    def approve(body: ApprovalIn, who: StationAuth) -> dict[str, Any]:
+        """Approve one machine (it may not have booted yet: a serial off its sticker) or
+        every waiting one; its disk is wiped and written when it next asks (within seconds)."""
+        rows = _chosen(body, board)
+        for row in rows:
+            approvals.approve(row.key, row.serial, row.mac)
+            board.update(row.key, stage="approved", action=cfg.default_action,
+                         message="approved at the station")
+        if not rows and body.key:
+            approvals.approve(body.key)
+        return {"approved": [r.key for r in rows] or ([body.key] if body.key else [])}
+
+    @app.post("/station/refuse")
+    def refuse(body: ApprovalIn, who: StationAuth) -> dict[str, Any]:
+        """Refuse: the machine reboots to its own disk and is never written by this run."""
+        rows = _chosen(body, board)
+        if not rows and body.key:
+            raise HTTPException(404, f"no machine {body.key!r} on the board")
+        for row in rows:
+            approvals.refuse(row.key, row.serial, row.mac)
+            board.update(row.key, stage="refused", action="local",
+                         message="refused at the station")
+        return {"refused": [r.key for r in rows]}
+
+    @app.put("/station/batch")
+    def arm_batch(body: BatchIn, who: StationAuth) -> dict[str, Any]:
+        if body.minutes is None and body.count is None:
+            raise HTTPException(422, "give minutes, count or both")
+        approvals.arm(span=dt.timedelta(minutes=body.minutes) if body.minutes else None,
+                      count=body.count)
+        return approvals.status()
+
+    @app.delete("/station/batch")
+    def disarm_batch(who: StationAuth) -> dict[str, Any]:
+        approvals.disarm()
+        return approvals.status()
 
     @app.get("/station/image")
     def image_info() -> dict[str, Any]:
@@ -196,6 +278,15 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
 
     app.mount("/", registry_app(cfg.registry_settings(), store=store))
     return app
+
+
+def _chosen(body: ApprovalIn, board: Board) -> list[MachineState]:
+    if body.all_waiting == (body.key is not None):
+        raise HTTPException(422, "name one machine (key) or all_waiting, not both")
+    if body.all_waiting:
+        return board.waiting()
+    row = board.find(body.key or "")
+    return [row] if row is not None else []
 
 
 def _station_only(who: Caller, what: str) -> None:

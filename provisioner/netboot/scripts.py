@@ -2,7 +2,9 @@
 
 Precedence: an action set for this machine at the station (by serial or MAC) wins; else the
 registry decides from the device's status (returned -> wipe + install; ready -> local disk,
-so a freshly imaged laptop that PXE-boots again is not imaged twice); else the default.
+so a freshly imaged laptop that PXE-boots again is not imaged twice). A machine the registry
+does not know gets the default only once a volunteer approved it (approvals.py): until then
+it boots the installer to be inventoried and graded, and waits, with nothing written.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from provisioner.netboot.approvals import Approvals
 from provisioner.netboot.config import ACTIONS, Action, StationConfig
 from provisioner.registry import identity
 from provisioner.registry.schemas import DeviceOut
@@ -65,9 +69,14 @@ class Machine:
         return _UNSAFE.sub("?", self.key)[:64]
 
 
+# "wait": the installer inventories and grades the machine, shows what it is on its screen
+# and asks the station again until a volunteer approves (or refuses) it.
+BootAction = Action | Literal["wait"]
+
+
 @dataclass(frozen=True)
 class Decision:
-    action: Action
+    action: BootAction
     reason: str
 
 
@@ -107,13 +116,21 @@ def find_device(store: Store, machine: Machine) -> DeviceOut | None:
     return store.find_device(serial=machine.usable_serial, mac=machine.mac)
 
 
-def decide(machine: Machine, default: Action, book: ActionBook, store: Store | None) -> Decision:
+def decide(machine: Machine, default: Action, book: ActionBook, store: Store | None,
+           approvals: Approvals) -> Decision:
     chosen = book.lookup(machine)
     if chosen is not None:
         return Decision(chosen, "set for this machine at the station")
     device = find_device(store, machine) if store is not None else None
     if device is None:
-        return Decision(default, "new to the registry")
+        if default == "local":
+            return Decision("local", "new to the registry; this station boots the local disk")
+        verdict = approvals.verdict(machine.usable_serial, machine.mac)
+        if verdict == "refused":
+            return Decision("local", "refused at the station")
+        if verdict == "waiting":
+            return Decision("wait", "new to the registry: waits for a volunteer's approval")
+        return Decision(default, "new to the registry, approved at the station")
     if device.status == "returned" or device.needs_wipe:
         return Decision("wipe-install", f"{device.asset_tag} was returned: wipe before reuse")
     if device.status in ("verified", "ready"):
@@ -134,6 +151,7 @@ def installer_cmdline(cfg: StationConfig, action: str, token: str, *, ipxe: bool
         f"deelit.server={cfg.http_base}",
         f"deelit.token={token}",
         f"deelit.action={action}",
+        f"deelit.countdown={cfg.countdown}",
         *cfg.kernel_console,
     ]
     if ipxe:  # initramfs-tools brings up the NIC that booted, not whichever answers first

@@ -32,14 +32,15 @@ from fastapi import FastAPI
 
 from provisioner.errors import DeelitError
 from provisioner.netboot import images, pxe_probe, scripts
+from provisioner.netboot.approvals import Approvals
 from provisioner.netboot.config import StationConfig
 from provisioner.netboot.dnsmasq import Dnsmasq, populate_tftp
 from provisioner.netboot.http import create_app
+from provisioner.netboot.station_client import TOKEN_FILE, URL_FILE
 from provisioner.registry.access import TokenScope
 from provisioner.registry.store import Store
 from provisioner.registry.tokens import utcnow
 
-TOKEN_FILE = "station-token"
 # Before agent tokens, serve made its station token with this note and put it in every boot
 # script: such a token has been readable on the network, so it is replaced, not reused.
 _EXPOSED_NOTE = "deelit serve (PXE agents)"
@@ -122,14 +123,14 @@ class Run:
 
 
 def prepare_run(cfg: StationConfig, image: images.PreparedImage | None, store: Store,
-                station: str) -> Run:
+                station: str, approvals: Approvals | None = None) -> Run:
     """The tokens of a serve run, the TFTP root filled in, and the HTTP app: all but the
     processes (dnsmasq, uvicorn)."""
     token = station_token(store, cfg.data_dir, station)
     agents = AgentTokens(store, station)
     populate_tftp(cfg, scripts.grub_config(cfg, agents.current()), scripts.chain_script(cfg))
     agents.on_new = lambda new: write_grub_config(cfg, new)
-    return Run(token, agents, create_app(cfg, image, agents.current, store))
+    return Run(token, agents, create_app(cfg, image, agents.current, store, approvals))
 
 
 def run_dir() -> Path:
@@ -168,8 +169,10 @@ def refuse_beside_another_pxe_server(interface: str, own_ip: str) -> None:
 
 
 def serve(cfg: StationConfig, *, on_ready: Callable[[str], None] | None = None,
-          stop: threading.Event | None = None, station: str | None = None) -> None:
-    """Runs until SIGINT/SIGTERM (or `stop` is set)."""
+          stop: threading.Event | None = None, station: str | None = None,
+          batch: tuple[dt.timedelta | None, int | None] = (None, None)) -> None:
+    """Runs until SIGINT/SIGTERM (or `stop` is set). `batch`: approval armed from the start
+    (for how long, for how many machines), as `deelit station batch` arms it later."""
     if os.geteuid() != 0:
         raise DeelitError("deelit serve answers DHCP (port 67) and TFTP (port 69): run it as root")
     for name in ("vmlinuz", "initrd.img", "filesystem.squashfs"):
@@ -190,7 +193,11 @@ def serve(cfg: StationConfig, *, on_ready: Callable[[str], None] | None = None,
     previous: dict[signal.Signals, object] = {}
     agents: AgentTokens | None = None
     try:
-        run = prepare_run(cfg, image, store, station or f"pxe-{socket.gethostname()}"[:64])
+        approvals = Approvals()
+        if batch != (None, None):
+            approvals.arm(span=batch[0], count=batch[1])
+        run = prepare_run(cfg, image, store, station or f"pxe-{socket.gethostname()}"[:64],
+                          approvals)
         agents = run.agents
         server = uvicorn.Server(uvicorn.Config(run.app, host=cfg.server_ip, port=cfg.http_port,
                                                log_level="warning", access_log=False))
@@ -208,6 +215,7 @@ def serve(cfg: StationConfig, *, on_ready: Callable[[str], None] | None = None,
             stop.wait(0.1)
         if not thread.is_alive():
             raise DeelitError(f"the HTTP service did not start on {cfg.http_base}")
+        (cfg.data_dir / URL_FILE).write_text(cfg.http_base + "\n")  # for `deelit station`
         if on_ready:
             on_ready(run.token)
         while not stop.is_set():
@@ -219,6 +227,7 @@ def serve(cfg: StationConfig, *, on_ready: Callable[[str], None] | None = None,
         server.should_exit = True
         thread.join(timeout=15)
     finally:
+        (cfg.data_dir / URL_FILE).unlink(missing_ok=True)
         dnsmasq.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]

@@ -53,8 +53,10 @@ def _debugfs(stick: Path, commands: list[str], write: bool) -> str:
 
 
 def prepare(stick: Path, image_dir: Path, *, action: str = "wipe-install",
-            point: str | None = None, thresholds: Path | None = None) -> None:
-    """Puts the target image and station.json on the stick, and an empty queue folder."""
+            point: str | None = None, thresholds: Path | None = None,
+            batch: bool = False) -> None:
+    """Puts the target image and station.json on the stick, and an empty queue folder.
+    `batch`: laptops booted from it are wiped without the typed confirmation."""
     _refuse_mounted(stick)
     root_offset(stick)  # an installer stick at all, before looking at the image
     images = sorted(image_dir.glob("*.img.zst"))
@@ -66,7 +68,8 @@ def prepare(stick: Path, image_dir: Path, *, action: str = "wipe-install",
     fm.check_files(fm.read(manifest), image_dir, [images[0].name, maps[0].name])
     with tempfile.TemporaryDirectory() as tmp:
         station = Path(tmp) / "station.json"
-        station.write_text(json.dumps({"action": action, **({"point": point} if point else {})}))
+        station.write_text(json.dumps({"action": action, **({"point": point} if point else {}),
+                                       **({"batch": True} if batch else {})}))
         cmds = ["mkdir /deelit", "mkdir /deelit/image", "mkdir /deelit/queue",
                 "mkdir /deelit/certificates", "cd /deelit/image"]
         cmds += [f"write {p} {p.name}" for p in (images[0], maps[0], manifest)]

@@ -71,6 +71,9 @@ def assert_imaged_and_ready(result: watch.Result, build_id: str) -> None:
     summary = dict(watch.summary(result))
     assert summary["build id"] == build_id and summary["status"] == "ready"
     assert 0 < result.registered_s <= result.ready_s and result.disk_boot_s > 0
+    # new to the registry: it waited for a volunteer (the session approves it), unrecorded
+    assert result.waited_s is not None and not result.recorded_while_waiting
+    assert result.waited_s < result.registered_s
 
 
 def build_id_of(out: Path) -> str:

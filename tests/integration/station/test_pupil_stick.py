@@ -67,8 +67,9 @@ def test_pupil_laptop_through_the_offline_stick(firmware: str, tmp_path: Path, p
                                                 installer_usb_out: Path) -> None:
     stick = tmp_path / "stick.raw"
     deelit("flash", str(next(installer_usb_out.glob("*.img.zst"))), str(stick), "--to-file", "--yes")
+    # a stick for a batch: no question at the laptop (the ci stick test types the answer)
     deelit("stick", "prepare", str(stick), "--image", str(pupil_test_out), "--point", "MEC",
-           "--thresholds", str(qemu_thresholds(tmp_path / "grading.yaml")))
+           "--thresholds", str(qemu_thresholds(tmp_path / "grading.yaml")), "--batch-no-questions")
     target = tmp_path / "internal.raw"
     with target.open("wb") as f:
         f.truncate(64 << 30)  # sparse; the grading rejects disks under 60 GB

@@ -15,6 +15,7 @@ import pytest
 from provisioner.formats import manifest as fm
 from provisioner.lab.cafe import STATION_IP, Lan
 from provisioner.lab.laptop import DEELIT, Laptop, StationProcess, qemu_thresholds, wait_for
+from provisioner.lab.qmp import QMP
 from provisioner.registry.settings import Settings
 from provisioner.registry.store import Store
 from provisioner.vm import smbios_value
@@ -22,6 +23,7 @@ from provisioner.vm import smbios_value
 from .disks import installed_image_matches
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.heavy_vm, pytest.mark.timeout(7200)]
+QUESTION = "[screen] Typ de laatste vier tekens van het serienummer (B4R9)"
 
 
 def deelit(*args: str) -> subprocess.CompletedProcess[str]:
@@ -41,10 +43,12 @@ def test_offline_stick_installs_and_queues(tmp_path: Path, ci_out: Path,
     with target.open("wb") as f:
         f.truncate(64 << 30)  # sparse; the grading rejects disks under 60 GB
     console = tmp_path / "console.log"
+    qmp_socket = tmp_path / "qmp.sock"
     started = time.monotonic()
     qemu = subprocess.Popen([
         "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "2048",
         "-machine", "q35", "-nic", "none", "-display", "none", "-monitor", "none",
+        "-qmp", f"unix:{qmp_socket},server=on,wait=off",
         "-serial", f"file:{console}", "-device", "qemu-xhci",
         "-drive", f"file={stick},format=raw,if=none,id=stick,cache=unsafe",
         "-device", "usb-storage,drive=stick,bootindex=1,removable=on",
@@ -53,6 +57,17 @@ def test_offline_stick_installs_and_queues(tmp_path: Path, ci_out: Path,
         "-smbios", f"type=1,serial={smbios_value('DL-USB-4R9')},manufacturer=DEELIT-TEST",
     ], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
+        # The laptop's screen asks for the serial's last four characters before it wipes:
+        # typed on its keyboard once the question is there (as the serial console shows it).
+        deadline = time.monotonic() + 3000
+        while QUESTION not in console.read_text(errors="replace"):
+            if qemu.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("the stick's question never came: "
+                            + console.read_text(errors="replace")[-4000:])
+            time.sleep(5)
+        with QMP(qmp_socket) as qmp:
+            for key in ("b", "4", "r", "9", "ret"):  # DL-USB-4R9
+                qmp.key(key)
         qemu.wait(timeout=3600)  # the agent powers off when done offline
     except subprocess.TimeoutExpired:
         qemu.kill()
@@ -61,6 +76,7 @@ def test_offline_stick_installs_and_queues(tmp_path: Path, ci_out: Path,
     print(f"USB: power-on to power-off {time.monotonic() - started:.0f} s")
     text = console.read_text(errors="replace")
     assert "[done]" in text and "queued at" in text, text[-4000:]
+    assert "[screen] typed 4 character(s)" in text, text[-4000:]
     installed_image_matches(target, ci_out)
     deelit("stick", "queue", str(stick), str(tmp_path / "fromstick"))
     queued = list((tmp_path / "fromstick" / "queue").glob("*.json"))
@@ -93,7 +109,7 @@ def test_secure_boot_signed_chain_boots_the_installer(tmp_path: Path, router: st
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     with Lan(next_server=STATION_IP if router == "next-server-station" else None) as lan:
         station = StationProcess(lan, tmp_path / "data", ci_out, installer_out,
-                                 ["--secure-boot", "--action", "inventory"])
+                                 ["--secure-boot", "--action", "inventory", "--approve-next", "1"])
         station.wait_ready()
         lt = Laptop(lan, "sb0", "DL-SB-8C3", "52:54:00:de:e1:0b", "uefi-secureboot",
                     ssh_pubkey=key.with_suffix(".pub").read_text())

@@ -20,6 +20,7 @@ from provisioner.errors import DeelitError
 from provisioner.formats import bmap as bm
 from provisioner.lab.postgres import PgCluster
 from provisioner.netboot import dnsmasq, images, scripts, server
+from provisioner.netboot.approvals import Approvals
 from provisioner.netboot.config import StationConfig
 from provisioner.netboot.http import create_app
 from provisioner.registry.access import TokenScope
@@ -176,32 +177,45 @@ def _register(store: Store, serial: str, mac: str, *events: EventType) -> str:
 
 def test_action_from_registry_status_and_station_book(cfg: StationConfig, store: Store) -> None:
     book = scripts.ActionBook(cfg.data_dir / "actions.json")
+    approvals = Approvals()
+
+    def decide(machine: scripts.Machine, default: str) -> scripts.Decision:
+        return scripts.decide(machine, default, book, store, approvals)  # type: ignore[arg-type]
+
     new = scripts.Machine.from_query("NEW-1", "52:54:00:00:00:01", None, None)
-    assert scripts.decide(new, "wipe-install", book, store).action == "wipe-install"
-    assert scripts.decide(new, "inventory", book, store).action == "inventory"
+    # new to the registry: it waits, whatever the default, until a volunteer approves it
+    assert decide(new, "wipe-install") == scripts.Decision(
+        "wait", "new to the registry: waits for a volunteer's approval")
+    assert decide(new, "inventory").action == "wait"
+    assert decide(new, "local").action == "local"
+    approvals.approve("52:54:00:00:00:01")  # by its MAC, as the board may show it
+    assert decide(new, "wipe-install").action == "wipe-install"
+    assert decide(new, "inventory").action == "inventory"
+    approvals.refuse("NEW-1")
+    assert decide(new, "wipe-install") == scripts.Decision("local", "refused at the station")
     _register(store, "READY-1", "52:54:00:00:00:02", EventType.wiped, EventType.imaged,
               EventType.verified, EventType.ready)
     ready = scripts.Machine.from_query("READY-1", None, None, None)
-    assert scripts.decide(ready, "wipe-install", book, store).action == "local"
+    assert decide(ready, "wipe-install").action == "local"
     _register(store, "BACK-1", "52:54:00:00:00:03", EventType.wiped, EventType.imaged,
               EventType.verified, EventType.ready, EventType.loaned, EventType.returned)
     back = scripts.Machine.from_query("BACK-1", None, None, None)
-    d = scripts.decide(back, "install", book, store)
+    d = decide(back, "install")
     assert d.action == "wipe-install" and "returned" in d.reason  # default for returned devices
     loaned_tag = _register(store, "LOAN-1", "52:54:00:00:00:04", EventType.wiped,
                            EventType.imaged, EventType.verified, EventType.ready, EventType.loaned)
     loan = scripts.Machine.from_query("LOAN-1", None, None, None)
-    assert scripts.decide(loan, "wipe-install", book, store) == scripts.Decision(
+    assert decide(loan, "wipe-install") == scripts.Decision(
         "local", f"{loaned_tag} is on loan: record it returned first")
     # placeholder serial: found by MAC
     oem = scripts.Machine.from_query("Default string", "52:54:00:00:00:02", None, None)
-    assert scripts.decide(oem, "wipe-install", book, store).action == "local"
+    assert decide(oem, "wipe-install").action == "local"
     # the station's own choice wins over the registry
     book.set("READY-1", "install")
-    assert scripts.decide(ready, "wipe-install", book, store) == scripts.Decision(
+    assert decide(ready, "wipe-install") == scripts.Decision(
         "install", "set for this machine at the station")
     book.set("READY-1", None)
-    assert scripts.decide(ready, "wipe-install", book, store).action == "local"
+    assert decide(ready, "wipe-install").action == "local"
 
 
 def test_prepare_expands_image_once_and_refuses_mismatch(cfg: StationConfig,
@@ -263,7 +277,13 @@ def test_http_service(cfg: StationConfig, store: Store, manifest_data: dict[str,
     client = TestClient(create_app(cfg, prepared, token, store))
     assert client.get("/boot.ipxe").text == scripts.chain_script(cfg)
     r = client.get("/boot.ipxe", params={"serial": "QEMU-1", "mac": "52:54:00:12:34:56"})
-    assert "deelit.action=wipe-install" in r.text and f"deelit.token={token}" in r.text
+    # new to the registry: the installer inventories it and waits for approval
+    assert "deelit.action=wait" in r.text and f"deelit.token={token}" in r.text
+    assert "deelit.countdown=15" in r.text
+    assert client.post("/station/approve", json={"key": "QEMU-1"},
+                       headers=station).json() == {"approved": ["QEMU-1"]}
+    r = client.get("/boot.ipxe", params={"serial": "QEMU-1", "mac": "52:54:00:12:34:56"})
+    assert "deelit.action=wipe-install" in r.text
     # files: whole and by range (what the agent does per mapped range)
     whole = client.get("/installer/vmlinuz")
     assert whole.content == (cfg.installer_dir / "vmlinuz").read_bytes()
@@ -346,6 +366,20 @@ def test_agent_token_does_what_the_agent_needs_and_nothing_more(cfg: StationConf
     agent = {"Authorization": f"Bearer {agents.current()}"}
     client = TestClient(create_app(cfg, None, agents.current, store))
     # what provisioner/agent/station.py and report.py do
+    assert client.get("/station/action", params={"serial": "QEMU-1"}, headers=agent).json()[
+        "action"] == "wait"
+    # an agent token (anyone on the LAN has it) cannot approve a machine, nor arm a batch
+    for method, path, body in (("POST", "/station/approve", {"key": "QEMU-1"}),
+                               ("POST", "/station/approve", {"all_waiting": True}),
+                               ("POST", "/station/refuse", {"key": "QEMU-1"}),
+                               ("PUT", "/station/batch", {"count": 5}),
+                               ("DELETE", "/station/batch", None),
+                               ("GET", "/station/approvals", None)):
+        r = client.request(method, path, json=body, headers=agent)
+        assert r.status_code == 403, (method, path, r.status_code)
+    assert client.get("/station/action", params={"serial": "QEMU-1"}, headers=agent).json()[
+        "action"] == "wait"
+    assert client.post("/station/approve", json={"key": "QEMU-1"}, headers=station).status_code == 200
     assert client.get("/station/action", params={"serial": "QEMU-1"}, headers=agent).json()[
         "action"] == "wipe-install"
     assert client.post("/station/progress", headers=agent,

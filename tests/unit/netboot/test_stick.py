@@ -56,6 +56,13 @@ def test_prepare_then_read_queue(tmp_path: Path, manifest_data: dict[str, Any]) 
                     f"{stick}?offset={usb.root_offset(stick)}"], check=True, capture_output=True)
     got = usb.read_queue(stick, tmp_path / "q2")
     assert [p.name for p in got] == ["rec.json"] and got[0].read_text() == '{"serial": "X1"}'
+    # a stick for a batch says so in station.json: the agent then asks no question
+    batch = stick_file(tmp_path / "batch.raw")
+    usb.prepare(batch, image, batch=True)
+    said = subprocess.run(["debugfs", "-R", "cat /deelit/station.json",
+                           f"{batch}?offset={usb.root_offset(batch)}"], check=True,
+                          capture_output=True, text=True).stdout
+    assert json.loads(said) == {"action": "wipe-install", "batch": True}
 
 
 def test_refuses_what_is_not_an_installer_stick(tmp_path: Path) -> None:
