@@ -36,16 +36,18 @@ def machine_lines(maker: str | None, model: str | None, serial: str | None,
 
 
 def wait_for_approval(ask: Callable[[], str], screen: Screen, what: list[str], *,
-                      every: float = WAIT_EVERY,
+                      shown: Callable[[], None] = lambda: None, every: float = WAIT_EVERY,
                       sleep: Callable[[float], None] = time.sleep) -> str:
     """Shows what this machine is and that nothing happens to it until a volunteer approves
-    it at the station; asks the station until it says something else than "wait"."""
+    it at the station (then calls `shown`: the station lists it as waiting); asks the station
+    until it says something else than "wait"."""
     screen.show(["DEZE LAPTOP WACHT OP GOEDKEURING", "", *what, "",
                  "Er wordt niets gewist of bewaard tot een",
                  "vrijwilliger hem goedkeurt aan het station.",
                  "Niet de bedoeling? Zet de laptop gewoon uit.",
                  "(Waiting for approval at the station: nothing is",
                  " erased or recorded until then.)"])
+    shown()
     while True:
         try:
             action = ask()

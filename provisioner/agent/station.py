@@ -108,6 +108,9 @@ class Station:
     def __init__(self, cfg: AgentConfig, log: Callable[[str], None]) -> None:
         self.cfg, self.log, self.key = cfg, log, "unknown"
         self.serial: str | None = None
+        # This machine's own credential (registering, intake events), handed out once with an
+        # action that may write it; the boot token in cfg only asks and reports progress.
+        self.credential: str | None = None
 
     def progress(self, stage: str, message: str = "", percent: float | None = None,
                  asset_tag: str | None = None, **details: str | None) -> None:
@@ -128,7 +131,10 @@ class Station:
         req = urllib.request.Request(f"{self.cfg.server}/station/action?{query}",
                                      headers={"Authorization": f"Bearer {self.cfg.token}"})
         with urllib.request.urlopen(req, timeout=30) as resp:
-            return str(json.loads(resp.read())["action"])
+            answer = json.loads(resp.read())
+        if answer.get("credential"):
+            self.credential = str(answer["credential"])
+        return str(answer["action"])
 
 
 def _lsblk() -> list[dict[str, object]]:
@@ -167,7 +173,7 @@ def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
     station.key = inv.serial or mac or "unknown"  # the station's key: serial, else the MAC
     station.progress("inventory", f"{inv.maker} {inv.model}, {len(inv.disks)} disk(s)")
     action = cfg.action
-    if action == "auto" and cfg.server:
+    if cfg.server:  # the station's word now (and this machine's credential with it)
         action = station.ask_action(inv.system_serial, mac)
     elif action == "auto":
         action = "wipe-install"
@@ -185,12 +191,12 @@ def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
                                  disks_text(inv), grade.grade)
     if action == "wait":
         assert screen is not None
-        station.progress("waiting", "new to the registry: waits for approval at the station",
-                         mac=mac, maker=(inv.maker or "")[:128] or None,
-                         model=(inv.model or "")[:128] or None, grade=grade.grade,
-                         disks=disks_text(inv))
-        action = consent.wait_for_approval(lambda: station.ask_action(inv.system_serial, mac),
-                                           screen, what)
+        action = consent.wait_for_approval(
+            lambda: station.ask_action(inv.system_serial, mac), screen, what,
+            shown=lambda: station.progress(
+                "waiting", "new to the registry: waits for approval at the station", mac=mac,
+                maker=(inv.maker or "")[:128] or None, model=(inv.model or "")[:128] or None,
+                grade=grade.grade, disks=disks_text(inv)))
         if action not in ACTIONS or action in ("auto", "wait"):
             raise DeelitError(f"the station answered {action!r}: not an action")
         if action == "local":
@@ -201,6 +207,11 @@ def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
             _power(cfg, "reboot")
             return None
         station.progress("grade", f"approved at the station: {action}")
+    if cfg.server and station.credential is None:
+        station.progress("failed", "no credential for this machine: approve it again")
+        raise DeelitError("the station handed this machine's credential out before (a restart, "
+                          "or another machine claiming its serial): nothing was written; "
+                          "approve it again at the station and restart it")
     if (action in ("wipe-install", "install") and grade.grade != "reject"
             and not _consent(cfg, action, screen, what, inv.serial, mac, station)):
         station.progress("stopped", "stopped at the laptop: nothing written or recorded")
@@ -211,7 +222,7 @@ def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
     record.add("inventoried", agent="deelit")
     record.add("graded", grade=record.device["grade"],
                reasons=[f"{r.component}: {r.message}" for r in grade.reasons][:20])
-    reporter = Reporter(cfg.server, cfg.token, cfg.queue_dir, log=log)
+    reporter = Reporter(cfg.server, station.credential or cfg.token, cfg.queue_dir, log=log)
     early = reporter.try_once(Record(run_id=record.run_id, device=record.device,
                                      events=list(record.events)))
     if early is not None:

@@ -186,7 +186,7 @@ class Session:
         roles = fm.read(self.image_dir / fm.FILENAME).profile.resolved.get("roles", [])
         self.asks_first_boot = any(r.get("name") == "firstboot" for r in roles)
         if self.logs is not None:  # a screenshot of an earlier run must not pass for this one's
-            for old in self.logs.glob("laptop*-firstboot.png"):
+            for old in [*self.logs.glob("laptop*-firstboot.png"), *self.logs.glob("laptop*-waiting.png")]:
                 old.unlink()
         self.view.line("starting the café: router (plain DHCP), station (proxy-DHCP, TFTP, HTTP)…")
         self.lan = Lan(self.tag)
@@ -261,6 +261,7 @@ class Session:
                                             console.phase):
                     self.view.line(text)
                 if self.approve and tracker.waiting(device):
+                    self._screenshot(lt, "waiting")  # what its screen says while it waits
                     self.station_call("POST", "/station/approve", {"key": lt.serial if
                                       tracker.real_serial else lt.mac})
                     self.view.line(tracker.approved(time.monotonic() - lt.started_at))
@@ -287,6 +288,13 @@ class Session:
                     f"console: {last_line(self.laptops[self.trackers.index(late[0])].console_text())})"
                     f"{self._where()}")
             time.sleep(self.poll_every)
+
+    def _screenshot(self, laptop: Laptop, what: str) -> Path | None:
+        png = (self.logs or laptop.workdir) / f"{laptop.name}-{what}.png"
+        try:
+            return laptop.screenshot(png)
+        except (OSError, RuntimeError, ConnectionError):
+            return None  # QEMU busy: the run goes on without this picture
 
     def _look_for_dialog(self, laptop: Laptop, tracker: Tracker) -> list[str]:
         """The unit has started: a screenshot shows whether its dialog is drawn yet."""

@@ -1,9 +1,10 @@
 """The station's HTTP service: iPXE scripts, installer and image files, progress, and the
 registry API mounted beside them (one port for everything a laptop needs).
 
-The boot scripts carry an agent-scoped token (anyone on the network can fetch them): with it
-a machine may ask for its action, report progress, register and post intake events. What the
-station page reads (the board, labels, the registry's devices) needs the station token.
+The boot scripts carry a boot token (anyone on the network can fetch them): with it a machine
+may ask for its action and report progress. Registering and intake events need the machine's
+own credential (credentials.py), handed out with its action once it may be written. What the
+station page reads and does (the board, approvals, labels, the registry) needs the station token.
 """
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at runtime.
@@ -22,6 +23,7 @@ from pydantic import BaseModel, Field
 from provisioner.netboot import scripts
 from provisioner.netboot.approvals import Approvals
 from provisioner.netboot.config import StationConfig
+from provisioner.netboot.credentials import MachineCredentials
 from provisioner.netboot.images import PreparedImage
 from provisioner.registry.access import AGENT_LIMITS, TokenScope
 from provisioner.registry.api import BodyLimit
@@ -136,14 +138,16 @@ _bearer = HTTPBearer(auto_error=False)
 
 def create_app(cfg: StationConfig, image: PreparedImage | None,
                token: str | Callable[[], str], store: Store | None = None,
-               approvals: Approvals | None = None) -> FastAPI:
-    """`token`: the agent token the boot scripts hand to machines (or what gives the current
-    one: serve renews it). Never the station's own token."""
+               approvals: Approvals | None = None, station: str = "deelit-station") -> FastAPI:
+    """`token`: the boot token the boot scripts hand to machines (or what gives the current
+    one: serve renews it). Never the station's own token. `station`: the name on the machine
+    credentials it issues."""
     store = store or Store(cfg.registry_settings())
     agent_token: Callable[[], str] = token if callable(token) else (lambda: token)
     book = scripts.ActionBook(cfg.data_dir / "actions.json")
     board = Board()
     approvals = approvals or Approvals()
+    credentials = MachineCredentials(store, station)
     app = FastAPI(title="deelit station", docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, max_bytes=cfg.registry_settings().max_body_bytes)
     app.state.board = board
@@ -177,10 +181,21 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
         return scripts.machine_script(cfg, machine, decision, agent_token())
 
     @app.get("/station/action")
-    def action(who: Auth, serial: str | None = None, mac: str | None = None) -> dict[str, str]:
+    def action(who: Auth, serial: Annotated[str | None, Query(max_length=128)] = None,
+               mac: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
+        """The machine's action; with one that registers it (or writes its disk), its own
+        credential, the first time only (credentials.py)."""
         machine = scripts.Machine.from_query(serial, mac, None, None)
         decision = scripts.decide(machine, cfg.default_action, book, store, approvals)
-        return {"key": machine.key, "action": decision.action, "reason": decision.reason}
+        out: dict[str, Any] = {"key": machine.key, "action": decision.action,
+                               "reason": decision.reason}
+        if decision.action in ("wipe-install", "install", "inventory") and machine.key != "unknown":
+            out["credential"] = credentials.issue(machine.key)
+            if out["credential"] is None:
+                board.update(machine.key, stage="failed", message=(
+                    "its credential was already handed out: if this laptop restarted, approve "
+                    "it again at the station; if not, another machine claims its serial"))
+        return out
 
     @app.post("/station/progress", status_code=204)
     def progress(body: ProgressIn, who: Auth) -> None:
@@ -202,10 +217,12 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
         rows = _chosen(body, board)
         for row in rows:
             approvals.approve(row.key, row.serial, row.mac)
+            credentials.reset(row.key, row.serial, row.mac)
             board.update(row.key, stage="approved", action=cfg.default_action,
                          message="approved at the station")
         if not rows and body.key:
             approvals.approve(body.key)
+            credentials.reset(body.key)
         return {"approved": [r.key for r in rows] or ([body.key] if body.key else [])}
 
     @app.post("/station/refuse")

@@ -3,14 +3,15 @@
 Everything started here is stopped on the way out (Ctrl-C, SIGTERM or an error), and the
 run folder (dnsmasq config, TFTP root) is removed with it.
 
-Two tokens: the station's own (DATA/station-token, full rights; the station page uses it and
-it never leaves this machine), and an agent-scoped one made for this run. Only the latter goes
-into what machines are handed (iPXE scripts, the TFTP grub.cfg, so the installer's kernel
-command line), because anyone on the café's network can fetch those: it may only register
-devices and post intake events, and expires. Stopping serve does not revoke it: a station
-restarted while a laptop is still imaging must not strand that laptop's report (the agent
-keeps retrying, and a revoked token would never be accepted again); `deelit registry token
-revoke` ends it at once when that is wanted.
+Tokens: the station's own (DATA/station-token, full rights; the station page uses it and it
+never leaves this machine), and a boot token made for this run. Only the latter goes into what
+machines are handed (iPXE scripts, the TFTP grub.cfg, so the installer's kernel command line),
+because anyone on the café's network can fetch those: it may only ask for a machine's action
+and report progress, and expires. A machine that may be written gets its own credential with
+its action (credentials.py): that one registers it and posts its intake events. Stopping serve
+revokes neither: a station restarted while a laptop is still imaging must not strand that
+laptop's report (the agent keeps retrying, and a revoked token would never be accepted again);
+`deelit registry token revoke` ends them at once when that is wanted.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def station_token(store: Store, data_dir: Path, station: str) -> str:
 
 
 class AgentTokens:
-    """The agent-scoped tokens one `deelit serve` run hands to machines.
+    """The boot tokens one `deelit serve` run hands to machines (scope `boot`).
 
     `current()` makes the first one, and a new one once the current one is within
     `renew_before` of its expiry (so a station left running keeps booting machines, while
@@ -97,7 +98,7 @@ class AgentTokens:
             if self._issued and self._renew_at is not None and now < self._renew_at:
                 return self._issued[-1]
             token = self.store.create_token(
-                self.station, scope=TokenScope.agent, expires_in=self.lifetime,
+                self.station, scope=TokenScope.boot, expires_in=self.lifetime,
                 note=f"deelit serve run of {now:%Y-%m-%d %H:%M} UTC (handed to PXE machines)")
             self._issued.append(token)
             self._renew_at = now + self.lifetime - self.renew_before
@@ -130,7 +131,7 @@ def prepare_run(cfg: StationConfig, image: images.PreparedImage | None, store: S
     agents = AgentTokens(store, station)
     populate_tftp(cfg, scripts.grub_config(cfg, agents.current()), scripts.chain_script(cfg))
     agents.on_new = lambda new: write_grub_config(cfg, new)
-    return Run(token, agents, create_app(cfg, image, agents.current, store, approvals))
+    return Run(token, agents, create_app(cfg, image, agents.current, store, approvals, station))
 
 
 def run_dir() -> Path:

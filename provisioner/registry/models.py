@@ -137,5 +137,7 @@ class Token(Base):
     scope: Mapped[str] = mapped_column(String(16), nullable=False, default="station",
                                        server_default="station")
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    machine: Mapped[str | None] = mapped_column(String(128))  # a `machine` token's serial or MAC
 
-    __table_args__ = (CheckConstraint("scope IN ('station', 'agent')", name="ck_tokens_scope"),)
+    __table_args__ = (CheckConstraint("scope IN ('station', 'agent', 'boot', 'machine')",
+                                      name="ck_tokens_scope"),)

@@ -72,6 +72,7 @@ class Store(TokenStore):
     def register(self, body: DeviceIn, caller: Caller, *, at: dt.datetime | None = None
                  ) -> RegisterOut:
         """Creates the device, or updates the one with the same identity (idempotent)."""
+        access.check_machine(caller.scope, caller.machine, body.serial, list(body.macs or []))
         try:
             ident = identity.derive_identity(serial=body.serial,
                                              baseboard_serial=body.baseboard_serial,
@@ -212,6 +213,7 @@ class Store(TokenStore):
         dev = s.scalar(select(Device).where(Device.asset_tag == asset_tag))
         if dev is None:
             raise NotFound(f"no device with asset tag {asset_tag!r}")
+        access.check_machine(caller.scope, caller.machine, dev.serial, list(dev.macs or []))
         if body.uid:
             known = s.scalar(select(Event).where(Event.uid == body.uid))
             if known is not None:

@@ -36,6 +36,7 @@ class TokenInfo:
     note: str | None
     scope: TokenScope = TokenScope.station
     expires_at: dt.datetime | None = None
+    machine: str | None = None  # the serial or MAC a `machine` token is bound to
 
     def live(self, now: dt.datetime | None = None) -> bool:
         """Neither revoked nor expired."""
@@ -51,6 +52,7 @@ class Caller:
     station: str
     point: str | None = None
     scope: TokenScope = TokenScope.station
+    machine: str | None = None  # a `machine` token's serial or MAC
 
 
 class TokenStore:
@@ -60,7 +62,7 @@ class TokenStore:
 
     def create_token(self, station: str, *, point: str | None = None, note: str | None = None,
                      scope: TokenScope | str = TokenScope.station,
-                     expires_in: dt.timedelta | None = None) -> str:
+                     expires_in: dt.timedelta | None = None, machine: str | None = None) -> str:
         """A new token (shown only now: the database keeps its SHA-256). `scope` station may do
         everything, agent only what access.AGENT_EVENTS allows; `expires_in` ends it on its own."""
         if point is not None and not POINT_RE.match(point):
@@ -70,6 +72,9 @@ class TokenStore:
         except ValueError as exc:
             raise Invalid(f"token scope {scope!r}: use one of "
                           f"{', '.join(s.value for s in TokenScope)}") from exc
+        if (scope == TokenScope.machine) != bool(machine) or len(machine or "") > 128:
+            raise Invalid("a machine token is bound to one machine (its serial or MAC), and only "
+                          "a machine token is")
         now = utcnow()
         expires_at = None
         if expires_in is not None:
@@ -83,7 +88,7 @@ class TokenStore:
         with self.db.write() as s:
             s.add(Token(station=station, point=point, token_sha256=_sha(token),
                         prefix=token[:12], note=note, created_at=now, scope=scope.value,
-                        expires_at=expires_at))
+                        expires_at=expires_at, machine=machine))
         return token
 
     def list_tokens(self) -> list[TokenInfo]:
@@ -122,12 +127,12 @@ class TokenStore:
         info = self.token_info(token)
         if info is None or not info.live():
             return None
-        return Caller(info.station, info.point, info.scope)
+        return Caller(info.station, info.point, info.scope, info.machine)
 
 
 def _token_info(t: Token) -> TokenInfo:
     return TokenInfo(t.station, t.point, t.prefix, t.created_at, t.revoked_at, t.note,
-                     TokenScope(t.scope), t.expires_at)
+                     TokenScope(t.scope), t.expires_at, t.machine)
 
 
 def _sha(text: str) -> str:

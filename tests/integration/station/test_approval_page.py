@@ -42,7 +42,7 @@ def station(tmp_path: Path) -> Iterator[tuple[FastAPI, str, dict[str, str], Stor
                         image_dir=tmp_path / "image", installer_dir=tmp_path / "installer")
     cfg.data_dir.mkdir()
     store = Store(Settings(data_dir=cfg.data_dir))
-    agent = store.create_token("pxe-test", scope="agent")
+    agent = store.create_token("pxe-test", scope="boot")
     app = create_app(cfg, None, agent, store)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

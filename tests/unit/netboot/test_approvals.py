@@ -97,7 +97,7 @@ def test_a_batch_approves_the_next_n_and_ends_by_itself() -> None:
 
 
 def test_station_lists_waiting_machines_and_acts_on_them(cfg: StationConfig, store: Store) -> None:
-    agent = {"Authorization": f"Bearer {store.create_token('pxe-test', scope='agent')}"}
+    agent = {"Authorization": f"Bearer {store.create_token('pxe-test', scope='boot')}"}
     station = {"Authorization": f"Bearer {store.create_token('pxe-test')}"}
     client = TestClient(create_app(cfg, None, agent["Authorization"][7:], store))
     for serial, mac in (("PF0AAAA", "52:54:00:00:00:0a"), ("PF0BBBB", "52:54:00:00:00:0b"),
@@ -157,7 +157,7 @@ def _free_port() -> int:
 def test_deelit_station_commands_act_on_the_running_station(cfg: StationConfig, store: Store) -> None:
     port = _free_port()
     cfg = cfg.model_copy(update={"http_port": port})
-    agent = store.create_token("pxe-test", scope="agent")
+    agent = store.create_token("pxe-test", scope="boot")
     app = create_app(cfg, None, agent, store)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

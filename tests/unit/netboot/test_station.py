@@ -341,7 +341,7 @@ def test_boot_scripts_and_grub_carry_an_agent_token_never_the_station_token(
     agent_token = agents.current()
     assert in_grub == agent_token != station_token
     assert store.authenticate(station_token) == Caller("pxe-test", None, TokenScope.station)
-    assert store.authenticate(agent_token) == Caller("pxe-test", None, TokenScope.agent)
+    assert store.authenticate(agent_token) == Caller("pxe-test", None, TokenScope.boot)
     info = store.token_info(agent_token)
     assert info is not None and info.expires_at is not None
     assert info.expires_at - info.created_at == server.AGENT_TOKEN_LIFETIME
@@ -364,7 +364,7 @@ def test_agent_token_does_what_the_agent_needs_and_nothing_more(cfg: StationConf
     station = {"Authorization": f"Bearer {store.create_token('pxe-test')}"}
     agents = server.AgentTokens(store, "pxe-test")
     agent = {"Authorization": f"Bearer {agents.current()}"}
-    client = TestClient(create_app(cfg, None, agents.current, store))
+    client = TestClient(create_app(cfg, None, agents.current, store, station="pxe-test"))
     # what provisioner/agent/station.py and report.py do
     assert client.get("/station/action", params={"serial": "QEMU-1"}, headers=agent).json()[
         "action"] == "wait"
@@ -379,17 +379,33 @@ def test_agent_token_does_what_the_agent_needs_and_nothing_more(cfg: StationConf
         assert r.status_code == 403, (method, path, r.status_code)
     assert client.get("/station/action", params={"serial": "QEMU-1"}, headers=agent).json()[
         "action"] == "wait"
+    # the boot token itself writes nothing to the registry
+    assert client.post("/api/v1/devices", json={"serial": "QEMU-1"}, headers=agent).status_code == 403
     assert client.post("/station/approve", json={"key": "QEMU-1"}, headers=station).status_code == 200
-    assert client.get("/station/action", params={"serial": "QEMU-1"}, headers=agent).json()[
-        "action"] == "wipe-install"
+    answer = client.get("/station/action", params={"serial": "QEMU-1"}, headers=agent).json()
+    assert answer["action"] == "wipe-install" and answer["credential"].startswith("dlt_")
+    own = {"Authorization": f"Bearer {answer['credential']}"}
+    assert store.authenticate(answer["credential"]) == Caller(
+        "pxe-test", None, TokenScope.machine, "qemu-1")
+    # handed out once: a second ask (an impostor, or the laptop restarted) gets none
+    again = client.get("/station/action", params={"serial": "QEMU-1"}, headers=agent).json()
+    assert again["action"] == "wipe-install" and again["credential"] is None
+    board = {m["key"]: m for m in client.get("/station/machines", headers=station).json()}
+    assert board["QEMU-1"]["stage"] == "failed" and "already handed out" in board["QEMU-1"]["message"]
+    # a volunteer's new approval hands out a fresh one
+    client.post("/station/approve", json={"key": "QEMU-1"}, headers=station)
+    assert client.get("/station/action", params={"serial": "QEMU-1"},
+                      headers=agent).json()["credential"].startswith("dlt_")
     assert client.post("/station/progress", headers=agent,
                        json={"key": "QEMU-1", "stage": "grade"}).status_code == 204
-    reg = client.post("/api/v1/devices", json={"serial": "QEMU-1"}, headers=agent)
+    reg = client.post("/api/v1/devices", json={"serial": "QEMU-1"}, headers=own)
     assert reg.status_code == 201
     tag = reg.json()["asset_tag"]
     for kind in ("inventoried", "wiped", "imaged", "verified", "ready"):
         assert client.post(f"/api/v1/devices/{tag}/events", json={"type": kind},
-                           headers=agent).status_code == 201, kind
+                           headers=agent).status_code == 403, kind
+        assert client.post(f"/api/v1/devices/{tag}/events", json={"type": kind},
+                           headers=own).status_code == 201, kind
     # what the station page and people do
     refused = [client.get("/station/machines", headers=agent),
                client.get(f"/station/label/{tag}.pdf", params={"token": agents.current()}),

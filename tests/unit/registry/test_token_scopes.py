@@ -289,7 +289,7 @@ def test_migration_keeps_old_tokens_with_station_scope(fresh_settings: Settings)
     store = Store(fresh_settings)  # migrates to the newest revision on open
     try:
         with store.db.engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
         assert store.authenticate(old) == Caller("mec-pc1", "MEC", TokenScope.station)
         (info,) = store.list_tokens()
         assert info.scope is TokenScope.station and info.expires_at is None
@@ -325,3 +325,38 @@ def test_migration_downgrades_and_upgrades_again(fresh_settings: Settings) -> No
         assert store.authenticate(token) == Caller("mec-pc1", None, TokenScope.station)
     finally:
         store.close()
+
+
+def test_boot_and_machine_tokens(client_store: tuple[TestClient, Store]) -> None:
+    """What a station hands out: the boot token (in every boot script) writes nothing to the
+    registry; a machine's credential registers and posts the intake of that machine only."""
+    client, store = client_store
+    boot = auth(store.create_token("pxe-1", scope="boot", expires_in=dt.timedelta(hours=24)))
+    mine = auth(store.create_token("pxe-1", scope="machine", machine=BODY["serial"].lower(),
+                                   expires_in=dt.timedelta(hours=24)))
+    assert client.post("/api/v1/devices", json=BODY, headers=boot).status_code == 403
+    other = client.post("/api/v1/devices", json={**BODY, "serial": "OTHER-1", "macs": []},
+                        headers=mine)
+    assert other.status_code == 403 and "credential is for" in other.json()["detail"]
+    r = client.post("/api/v1/devices", json=BODY, headers=mine)
+    assert r.status_code == 201, r.text
+    tag = r.json()["asset_tag"]
+    station = auth(store.create_token("pxe-1"))
+    other_tag = client.post("/api/v1/devices", json={**BODY, "serial": "OTHER-1", "macs": []},
+                            headers=station).json()["asset_tag"]
+    for kind in INTAKE:
+        assert client.post(f"/api/v1/devices/{tag}/events", headers=boot,
+                           json={"type": kind}).status_code == 403, kind
+        assert client.post(f"/api/v1/devices/{other_tag}/events", headers=mine,
+                           json={"type": kind}).status_code == 403, kind
+    for kind in ("wiped", "imaged", "verified", "ready"):
+        assert client.post(f"/api/v1/devices/{tag}/events", headers=mine,
+                           json={"type": kind}).status_code == 201, kind
+    assert client.post(f"/api/v1/devices/{tag}/events", headers=mine,
+                       json={"type": "loaned"}).status_code == 403
+    assert client.get(f"/api/v1/devices/{tag}", headers=mine).status_code == 403
+    assert store.get_device(other_tag).status == "registered"
+    with pytest.raises(Invalid, match="bound to one machine"):
+        store.create_token("pxe-1", scope="machine")
+    with pytest.raises(Invalid, match="bound to one machine"):
+        store.create_token("pxe-1", scope="boot", machine="X")
