@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
@@ -26,7 +27,7 @@ from provisioner.netboot.config import StationConfig
 from provisioner.netboot.credentials import MachineCredentials
 from provisioner.netboot.images import PreparedImage
 from provisioner.registry.access import AGENT_LIMITS, TokenScope
-from provisioner.registry.api import BodyLimit
+from provisioner.registry.api import BodyLimit, presented_token
 from provisioner.registry.api import create_app as registry_app
 from provisioner.registry.errors import NotFound
 from provisioner.registry.labels import labels_pdf
@@ -148,13 +149,15 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
     board = Board()
     approvals = approvals or Approvals()
     credentials = MachineCredentials(store, station)
-    app = FastAPI(title="deelit station", docs_url=None, redoc_url=None)
+    app = FastAPI(title="deelit station", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit, max_bytes=cfg.registry_settings().max_body_bytes)
     app.state.board = board
     app.state.approvals = approvals
 
-    def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> Caller:
-        who = store.authenticate(creds.credentials) if creds else None
+    def caller(request: Request,
+               creds: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> Caller:
+        token = presented_token(request, creds)  # the page's session cookie, or a bearer token
+        who = store.authenticate(token) if token else None
         if who is None:
             raise HTTPException(401, "a valid token is needed",
                                 headers={"WWW-Authenticate": "Bearer"})
@@ -276,12 +279,8 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
         return _file(image.folder / name)
 
     @app.get("/station/label/{asset_tag}.pdf")
-    def label(asset_tag: str, token: str) -> Response:
-        # A link cannot carry an Authorization header: the page passes its token as a query.
-        who = store.authenticate(token)
-        if who is None:
-            raise HTTPException(401, "a valid station token is needed")
-        _station_only(who, "a label")
+    def label(asset_tag: Annotated[str, PathParam(max_length=64)], who: StationAuth) -> Response:
+        # A link sends the page's session cookie: no token in its address.
         try:
             device = store.get_device(asset_tag)
         except NotFound as exc:
@@ -293,7 +292,19 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
     def page(request: Request) -> str:
         return scripts.templates.get_template("station.html.j2").render()
 
-    app.mount("/", registry_app(cfg.registry_settings(), store=store))
+    registry = registry_app(cfg.registry_settings(), store=store)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(who: StationAuth) -> dict[str, Any]:
+        """The station's routes and the registry's beside them, for a station token only."""
+        spec = app.openapi()
+        other = registry.openapi()
+        spec["paths"] = {**other.get("paths", {}), **spec.get("paths", {})}
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        schemas.update(other.get("components", {}).get("schemas", {}))
+        return spec
+
+    app.mount("/", registry)
     return app
 
 

@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Respo
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
 
 from provisioner.registry.access import AGENT_LIMITS, TokenScope
 from provisioner.registry.errors import RegistryError
@@ -36,6 +37,11 @@ from provisioner.registry.settings import Settings
 from provisioner.registry.store import Store
 from provisioner.registry.tokens import Caller
 
+
+class SessionIn(BaseModel):
+    token: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
+
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -48,12 +54,24 @@ _bearer = HTTPBearer(auto_error=False,
                                  "(agent-scoped tokens may only register and post intake events)")
 
 
+# The page's session: the station token in an HttpOnly, SameSite=Strict cookie (set by POST
+# /api/v1/session from the token the page was opened with), so no token stays in an address,
+# a link or the browser's storage, and no other site can make the browser use it.
+SESSION_COOKIE = "deelit_session"
+
+
+def presented_token(request: Request, creds: HTTPAuthorizationCredentials | None) -> str | None:
+    """The bearer token, else the page's session cookie."""
+    return creds.credentials if creds else request.cookies.get(SESSION_COOKIE)
+
+
 def _caller(
     request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Caller:
     store: Store = request.app.state.store
-    who = store.authenticate(creds.credentials) if creds else None
+    token = presented_token(request, creds)
+    who = store.authenticate(token) if token else None
     if who is None:
         raise HTTPException(401, "a valid token is needed (Authorization: Bearer …); this one "
                             "is missing, unknown, expired or revoked",
@@ -131,7 +149,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         yield
         owned.close()
 
+    # No Swagger UI (it loads its scripts from the internet); the schema needs a token.
     app = FastAPI(title="deelit registry", version="1", lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None,
                   description="Devices of the DEEL IT points by asset tag and serial.")
     app.state.store = store
     unauthorised: dict[int | str, dict[str, Any]] = {
@@ -183,6 +203,26 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     @app.get("/api/v1/builds", response_model=list[BuildOut], responses=station_only)
     def builds(who: StationAuth) -> list[BuildOut]:
         return store.list_builds()
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(who: StationAuth) -> dict[str, Any]:
+        return app.openapi()
+
+    @app.post("/api/v1/session", status_code=204, responses=station_only)
+    def open_session(body: SessionIn, request: Request, response: Response) -> None:
+        """The page trades the token it was opened with for a session cookie (HttpOnly,
+        SameSite=Strict, ends with the browser), then drops it from its address."""
+        who = store.authenticate(body.token)
+        if who is None:
+            raise HTTPException(401, "this token is unknown, expired or revoked")
+        if who.scope != TokenScope.station:
+            raise HTTPException(403, "the page needs a station token")
+        response.set_cookie(SESSION_COOKIE, body.token, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https", path="/")
+
+    @app.delete("/api/v1/session", status_code=204)
+    def close_session(response: Response) -> None:
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
 
     @app.get("/api/v1/health", include_in_schema=False)
     def health() -> dict[str, bool]:

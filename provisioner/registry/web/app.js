@@ -1,6 +1,7 @@
-// Station page: today's batch, refreshed every 2 s by polling the API with the station token.
-// The token comes from the URL fragment (#token=…, never sent to a server log) or the form,
-// and is kept in this browser's localStorage.
+// Station page: today's batch, refreshed every 2 s by polling the API.
+// The station token comes from the URL fragment (#token=…, never sent to a server log) or the
+// form, once: it is traded for an HttpOnly, SameSite=Strict session cookie and dropped from the
+// address; the page never keeps it.
 "use strict";
 const POLL_MS = 2000;
 const $ = (sel) => document.querySelector(sel);
@@ -11,13 +12,18 @@ function today() {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
 }
 
-function token() {
+async function openSession(token) {
+  const r = await fetch("/api/v1/session", { method: "POST",
+    headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token }) });
+  return r.ok;
+}
+
+async function fromFragment() {
+  localStorage.removeItem("deelit-token");  // what earlier versions of this page kept
   const m = location.hash.match(/token=([^&]+)/);
-  if (m) {
-    localStorage.setItem("deelit-token", decodeURIComponent(m[1]));
-    history.replaceState(null, "", location.pathname);
-  }
-  return localStorage.getItem("deelit-token");
+  if (!m) return;
+  history.replaceState(null, "", location.pathname);
+  await openSession(decodeURIComponent(m[1]));
 }
 
 function cell(text, cls) {
@@ -48,16 +54,12 @@ function render(devices) {
 }
 
 async function poll() {
-  const t = token();
-  if (!t) { $("#login").hidden = false; $("#summary").textContent = "token nodig"; return; }
   try {
-    const r = await fetch(`/api/v1/devices?batch=${today()}&limit=1000`,
-      { headers: { Authorization: `Bearer ${t}` } });
-    if (r.status === 401) {
-      localStorage.removeItem("deelit-token");
+    const r = await fetch(`/api/v1/devices?batch=${today()}&limit=1000`);
+    if (r.status === 401 || r.status === 403) {
       $("#login").hidden = false;
-      $("#error").textContent = "Token geweigerd (onbekend of ingetrokken).";
-      $("#error").hidden = false;
+      $("#summary").textContent = "token nodig";
+      $("#devices tbody").replaceChildren();
       return;
     }
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
@@ -70,11 +72,18 @@ async function poll() {
   setTimeout(poll, POLL_MS);
 }
 
-$("#login").addEventListener("submit", (ev) => {
+$("#login").addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  localStorage.setItem("deelit-token", $("#token").value.trim());
+  const ok = await openSession($("#token").value.trim());
+  $("#token").value = "";
+  if (!ok) {
+    $("#error").textContent = "Token geweigerd (onbekend, ingetrokken of geen stationtoken).";
+    $("#error").hidden = false;
+    return;
+  }
   $("#login").hidden = true;
+  $("#error").hidden = true;
   poll();
 });
 $("#day").textContent = today();
-poll();
+fromFragment().then(poll);

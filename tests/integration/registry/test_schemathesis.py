@@ -23,7 +23,8 @@ _DATA = Path(tempfile.mkdtemp(prefix="deelit-schemathesis-"))
 _STORE = Store(Settings(data_dir=_DATA))
 _STORE.register(DeviceIn(serial="5CG1234ABC", maker="HP"), Caller("seed"))
 _TOKEN = _STORE.create_token("schemathesis")
-schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(_STORE.settings, _STORE))
+schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(_STORE.settings, _STORE),
+                                       headers={"Authorization": f"Bearer {_TOKEN}"})
 
 
 @pytest.fixture(scope="module", autouse=True)

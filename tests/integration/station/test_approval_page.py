@@ -70,6 +70,10 @@ def test_a_volunteer_approves_refuses_and_arms_a_batch_on_the_page(
                   deviceScaleFactor=1, mobile=False)
     chromium.page("Page.navigate", url=f"{base}/station#token={token}")
     chromium.wait_for(f"{CARDS} === 3")
+    # the token went into an HttpOnly session cookie: not in the address, storage or scripts
+    assert "token" not in chromium.js("location.href")
+    assert chromium.js("localStorage.getItem('deelit-token')") is None
+    assert chromium.js("document.cookie") == ""
     card = "document.querySelector('.card[data-key=\"PF0ABCDE\"]')"
     assert "LENOVO ThinkPad T460" in chromium.js(f"{card}.textContent")
     assert "kwaliteitA" in chromium.js(f"{card}.textContent")

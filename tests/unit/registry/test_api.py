@@ -103,10 +103,37 @@ def test_nul_characters_are_refused_not_crashing(app_store: tuple[TestClient, St
 
 
 def test_openapi_and_page(app_store: tuple[TestClient, Store]) -> None:
-    client, _ = app_store
-    spec = client.get("/openapi.json").json()
+    client, store = app_store
+    assert client.get("/openapi.json").status_code == 401  # the API's docs need a token
+    assert client.get("/openapi.json", headers=auth(store.create_token("x", scope="agent"))
+                      ).status_code == 403
+    spec = client.get("/openapi.json", headers=auth(store.create_token("mec-pc1"))).json()
     assert {"/api/v1/devices", "/api/v1/devices/{asset_tag}",
             "/api/v1/devices/{asset_tag}/events", "/api/v1/builds"} <= set(spec["paths"])
+    for gone in ("/docs", "/redoc"):  # Swagger UI would load its scripts from the internet
+        assert client.get(gone).status_code == 404
     page = client.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text
-    assert "Bearer" in client.get("/static/app.js").text
+    script = client.get("/static/app.js").text
+    assert "/api/v1/session" in script and "localStorage.setItem" not in script
+
+
+def test_the_page_trades_its_token_for_a_strict_session_cookie(
+        app_store: tuple[TestClient, Store]) -> None:
+    client, store = app_store
+    token = store.create_token("mec-pc1")
+    assert client.get("/api/v1/devices").status_code == 401
+    for bad, code in (("dlt_unknown", 401), (store.create_token("x", scope="boot"), 403)):
+        r = client.post("/api/v1/session", json={"token": bad})
+        assert r.status_code == code and "set-cookie" not in r.headers
+    r = client.post("/api/v1/session", json={"token": token})
+    assert r.status_code == 204
+    cookie = r.headers["set-cookie"].lower()
+    assert "deelit_session=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    assert "max-age" not in cookie and "expires" not in cookie  # ends with the browser
+    assert client.get("/api/v1/devices").status_code == 200  # the cookie alone suffices
+    assert client.delete("/api/v1/session").status_code == 204
+    assert client.get("/api/v1/devices").status_code == 401
+    store.revoke_token(token)
+    client.cookies.set("deelit_session", token)
+    assert client.get("/api/v1/devices").status_code == 401  # a revoked token's cookie is dead

@@ -209,8 +209,8 @@ def test_expired_and_revoked_tokens_get_401(client_store: tuple[TestClient, Stor
 
 
 def test_openapi_names_the_403(client_store: tuple[TestClient, Store]) -> None:
-    client, _ = client_store
-    paths = client.get("/openapi.json").json()["paths"]
+    client, store = client_store
+    paths = client.get("/openapi.json", headers=auth(store.create_token("x"))).json()["paths"]
     assert "403" in paths["/api/v1/devices"]["get"]["responses"]
     assert "403" in paths["/api/v1/devices/{asset_tag}/events"]["post"]["responses"]
     assert "403" not in paths["/api/v1/devices"]["post"]["responses"]
