@@ -27,6 +27,7 @@ from provisioner.registry.store import Store
 from provisioner.vm import OVMF, OVMF_DIR, Firmware, smbios_value
 
 DEELIT = Path(sys.executable).with_name("deelit")
+FAMILY_DATA = b"a previous family's photos and homework " * 100  # 4,100 bytes
 T = TypeVar("T")
 
 
@@ -50,6 +51,9 @@ class Laptop:
     # first-boot answers a test seeds; QEMU passes them, a real laptop never has any.
     credentials: dict[str, str] = field(default_factory=dict)
     memory_mib: int = 2048
+    # A previous family's data on the disk: a pattern at a few places, to show it untouched
+    # while the laptop waits for approval (and gone once it is wiped).
+    family_data: bool = False
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     workdir: Path = field(init=False)
@@ -65,6 +69,10 @@ class Laptop:
         tap = self.lan.add_tap(f"tap{self.name[-6:]}")
         with self.disk.open("wb") as f:
             f.truncate(self.disk_bytes)  # blank, as a new disk comes
+            if self.family_data:
+                for offset in self._pattern_offsets():
+                    f.seek(offset)
+                    f.write(FAMILY_DATA)
         argv = [
             "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2",
             "-m", str(self.memory_mib), "-display", "none", "-monitor", "none",
@@ -109,6 +117,18 @@ class Laptop:
         # reports a wrong file size for grubx64.efi; OVMF's built-in virtio driver and PXE
         # stand for the real firmware instead.
         return "" if self.firmware == "bios" else ",romfile="
+
+    def _pattern_offsets(self) -> tuple[int, ...]:
+        return (0, 1 << 20, 1 << 30, self.disk_bytes - (1 << 20))
+
+    def family_data_intact(self) -> bool:
+        """Every pattern block still on the disk (QEMU writes through the host's page cache)."""
+        with self.disk.open("rb") as f:
+            for offset in self._pattern_offsets():
+                f.seek(offset)
+                if f.read(len(FAMILY_DATA)) != FAMILY_DATA:
+                    return False
+        return True
 
     def power_on(self) -> None:
         self.started_at = time.monotonic()

@@ -141,14 +141,16 @@ class Session:
     def __init__(self, image_dir: Path, installer_dir: Path, *, view: View | None = None,
                  logs: Path | None = None, page_port: int = 0, ssh_pubkey: str | None = None,
                  tag: str | None = None, station_args: list[str] | None = None,
-                 poll_every: float = 2.0, approve: bool = True) -> None:
+                 poll_every: float = 2.0, approve: bool = True,
+                 hold_approval: float = 0.0) -> None:
         """`approve`: play the volunteer who approves each of its laptops once the station
-        lists it as waiting (the station's rule for machines new to the registry)."""
+        lists it as waiting (the station's rule for machines new to the registry), after
+        `hold_approval` seconds of waiting (its disk and the registry are checked meanwhile)."""
         self.image_dir, self.installer_dir = image_dir.absolute(), installer_dir.absolute()
         self.view: View = view or PrintView()
         self.logs, self.want_port, self.ssh_pubkey = logs, page_port, ssh_pubkey
         self.tag, self.station_args, self.poll_every = tag, station_args, poll_every
-        self.approve = approve
+        self.approve, self.hold_approval = approve, hold_approval
         self.lan: Lan | None = None
         self.station: StationProcess | None = None
         self.token = ""
@@ -209,7 +211,8 @@ class Session:
         for spec in specs:
             name = f"laptop{len(self.laptops) + 1}"
             laptop = Laptop(self.lan, name, spec.serial, spec.mac, spec.firmware,
-                            ssh_pubkey=self.ssh_pubkey, credentials=dict(spec.credentials))
+                            ssh_pubkey=self.ssh_pubkey, credentials=dict(spec.credentials),
+                            family_data=spec.family_data)
             laptop.power_on()
             self.laptops.append(laptop)
             self.trackers.append(Tracker(name, spec, want_dialog=self.asks_first_boot
@@ -260,8 +263,10 @@ class Session:
                 for text in tracker.observe(time.monotonic() - lt.started_at, rows, device, disk,
                                             console.phase):
                     self.view.line(text)
-                if self.approve and tracker.waiting(device):
+                if self.approve and tracker.waiting(device) and self._held(lt, tracker):
                     self._screenshot(lt, "waiting")  # what its screen says while it waits
+                    if lt.family_data:
+                        tracker.disk_untouched_while_waiting = lt.family_data_intact()
                     self.station_call("POST", "/station/approve", {"key": lt.serial if
                                       tracker.real_serial else lt.mac})
                     self.view.line(tracker.approved(time.monotonic() - lt.started_at))
@@ -278,7 +283,8 @@ class Session:
             if all(t.done for t in self.trackers):
                 return [Result(t.name, t.spec, t.registered_s or 0.0, t.ready_s or 0.0,
                                t.disk_boot_s or 0.0, t.device,  # type: ignore[arg-type]
-                               t.dialog_s, t.screenshot, t.waited_s, t.recorded_while_waiting)
+                               t.dialog_s, t.screenshot, t.waited_s, t.recorded_while_waiting,
+                               t.approved_s, t.disk_untouched_while_waiting)
                         for t in self.trackers]
             if time.monotonic() - started > timeout:
                 late = [t for t in self.trackers if not t.done]
@@ -288,6 +294,14 @@ class Session:
                     f"console: {last_line(self.laptops[self.trackers.index(late[0])].console_text())})"
                     f"{self._where()}")
             time.sleep(self.poll_every)
+
+    def _held(self, laptop: Laptop, tracker: Tracker) -> bool:
+        """Whether it has waited `hold_approval` seconds; says so once when the hold starts."""
+        waited = time.monotonic() - laptop.started_at - (tracker.waited_s or 0.0)
+        if self.hold_approval and tracker.waited_s is not None and waited < self.poll_every:
+            self.view.line(f"{clock(tracker.elapsed):>7}  {laptop.serial}  waiting    "
+                           f"the volunteer looks at it for {clock(self.hold_approval)} first")
+        return waited >= self.hold_approval
 
     def _screenshot(self, laptop: Laptop, what: str) -> Path | None:
         png = (self.logs or laptop.workdir) / f"{laptop.name}-{what}.png"
@@ -374,13 +388,16 @@ def run(specs: Sequence[LaptopSpec], image_dir: Path, installer_dir: Path, *,
         view: View | None = None, logs: Path | None = None, page_port: int = 0,
         ssh_pubkey: str | None = None, timeout: float = 3600,
         on_page: Callable[[Session], None] | None = None,
-        after: Callable[[Session, list[Result]], None] | None = None) -> list[Result]:
+        after: Callable[[Session, list[Result]], None] | None = None,
+        station_args: list[str] | None = None, approve: bool = True,
+        hold_approval: float = 0.0) -> list[Result]:
     """The demo's path: station up, page on loopback, laptops on, watched to their disk boot.
 
     `on_page` runs once the page is reachable (print its URL); `after` runs with the results
     while everything still runs (SSH checks, --keep)."""
     with Session(image_dir, installer_dir, view=view, logs=logs, page_port=page_port,
-                 ssh_pubkey=ssh_pubkey) as session:
+                 ssh_pubkey=ssh_pubkey, station_args=station_args, approve=approve,
+                 hold_approval=hold_approval) as session:
         if on_page:
             on_page(session)
         session.power_on(specs)

@@ -65,6 +65,7 @@ class LaptopSpec:
     firmware: Firmware = "bios"
     # systemd credentials handed to the laptop (SMBIOS type 11), e.g. seeded first-boot answers
     credentials: tuple[tuple[str, str], ...] = ()
+    family_data: bool = False  # a pattern on its disk, as a returned laptop's data
 
     @property
     def seeds_first_boot(self) -> bool:
@@ -104,6 +105,7 @@ class Tracker:
     waited_s: float | None = None
     recorded_while_waiting: bool = False
     approved_s: float | None = None
+    disk_untouched_while_waiting: bool | None = None  # its family data, checked at approval
     _shown: tuple[str, str] = ("", "")
     _quarter: int = -1
     _events: list[str] = field(default_factory=list)
@@ -241,6 +243,8 @@ class Result:
     screenshot: Path | None = None  # of that dialog
     waited_s: float | None = None  # power-on -> waiting for approval at the station
     recorded_while_waiting: bool = False  # the registry had it before approval (it must not)
+    approved_s: float | None = None  # power-on -> approved
+    disk_untouched_while_waiting: bool | None = None  # family data intact at approval
 
 
 def summary(result: Result) -> list[tuple[str, str]]:
@@ -256,6 +260,8 @@ def summary(result: Result) -> list[tuple[str, str]]:
     return [
         *([("power-on → waiting for approval", clock(result.waited_s))]
           if result.waited_s is not None else []),
+        *([("power-on → approved", clock(result.approved_s))]
+          if result.approved_s is not None else []),
         ("power-on → registered", clock(result.registered_s)),
         ("power-on → ready", clock(result.ready_s)),
         ("power-on → disk boot", clock(result.disk_boot_s)),

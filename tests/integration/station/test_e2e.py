@@ -31,7 +31,8 @@ SSH_TIMEOUT = 1200
 
 
 def image_laptops(tmp_path: Path, specs: list[watch.LaptopSpec], ci_out: Path,
-                  installer_out: Path) -> tuple[list[watch.Result], dict[str, int]]:
+                  installer_out: Path, hold_approval: float = 0.0
+                  ) -> tuple[list[watch.Result], dict[str, int]]:
     """`deelit demo`'s path with these laptops. While the café still runs, the `ci` testinfra
     suite runs on each installed system over SSH; returns the demo's results and each
     laptop's suite exit code (logs land in tmp_path/logs)."""
@@ -49,7 +50,7 @@ def image_laptops(tmp_path: Path, specs: list[watch.LaptopSpec], ci_out: Path,
 
     results = session.run(specs, ci_out, installer_out, view=session.PrintView(),
                           logs=tmp_path / "logs", ssh_pubkey=key.with_suffix(".pub").read_text(),
-                          timeout=INSTALL_TIMEOUT, after=after)
+                          timeout=INSTALL_TIMEOUT, after=after, hold_approval=hold_approval)
     return results, suites
 
 
@@ -73,7 +74,9 @@ def assert_imaged_and_ready(result: watch.Result, build_id: str) -> None:
     assert 0 < result.registered_s <= result.ready_s and result.disk_boot_s > 0
     # new to the registry: it waited for a volunteer (the session approves it), unrecorded
     assert result.waited_s is not None and not result.recorded_while_waiting
-    assert result.waited_s < result.registered_s
+    assert result.approved_s is not None and result.waited_s <= result.approved_s < result.registered_s
+    if result.spec.family_data:  # the previous family's data stayed while it waited
+        assert result.disk_untouched_while_waiting is True
 
 
 def build_id_of(out: Path) -> str:
@@ -82,9 +85,13 @@ def build_id_of(out: Path) -> str:
 
 @pytest.mark.heavy_vm
 def test_pxe_bios_laptop_end_to_end(tmp_path: Path, ci_out: Path, installer_out: Path) -> None:
-    spec = watch.LaptopSpec("DL-E2E-BIOS-7Q2", "52:54:00:de:e1:01")
-    [result], suites = image_laptops(tmp_path, [spec], ci_out, installer_out)
+    """A laptop with a family's data on its disk waits 5 minutes for approval: disk unchanged,
+    nothing in the registry; approved, it is wiped and imaged."""
+    spec = watch.LaptopSpec("DL-E2E-BIOS-7Q2", "52:54:00:de:e1:01", family_data=True)
+    [result], suites = image_laptops(tmp_path, [spec], ci_out, installer_out, hold_approval=300)
     assert result.spec == spec
+    assert result.approved_s is not None and result.waited_s is not None
+    assert result.approved_s - result.waited_s >= 300
     assert_imaged_and_ready(result, build_id_of(ci_out))
     assert suites == {spec.serial: 0}, "ci testinfra suite on the installed laptop failed"
     print(f"BIOS power-on to registered {result.registered_s:.0f} s, to ready "
@@ -92,8 +99,10 @@ def test_pxe_bios_laptop_end_to_end(tmp_path: Path, ci_out: Path, installer_out:
 
 
 def test_pxe_uefi_laptop_end_to_end(tmp_path: Path, ci_out: Path, installer_out: Path) -> None:
-    spec = watch.LaptopSpec("DL-E2E-UEFI-3K8", "52:54:00:de:e1:02", "uefi")
-    [result], suites = image_laptops(tmp_path, [spec], ci_out, installer_out)
+    """Its family data untouched and nothing recorded for the 30 s it waits for approval (the
+    BIOS test waits 5 minutes)."""
+    spec = watch.LaptopSpec("DL-E2E-UEFI-3K8", "52:54:00:de:e1:02", "uefi", family_data=True)
+    [result], suites = image_laptops(tmp_path, [spec], ci_out, installer_out, hold_approval=30)
     assert_imaged_and_ready(result, build_id_of(ci_out))
     assert suites == {spec.serial: 0}, "ci testinfra suite on the installed laptop failed"
     print(f"UEFI power-on to ready {result.ready_s:.0f} s")

@@ -47,9 +47,12 @@ def test_pupil_laptop_through_the_station(firmware: str, tmp_path: Path, pupil_t
         finally:
             ssh.close()
 
+    # a batch armed when the station starts: the laptop goes through without a click
     [result] = session.run([spec], pupil_test_out, installer_out, view=session.PrintView(),
                            logs=tmp_path / "logs", ssh_pubkey=key.with_suffix(".pub").read_text(),
-                           timeout=INSTALL_TIMEOUT, after=after)
+                           timeout=INSTALL_TIMEOUT, after=after,
+                           station_args=["--approve-for", "2h"], approve=False)
+    assert result.waited_s is None and result.approved_s is None
 
     build_id = fm.read(pupil_test_out / fm.FILENAME).build_id
     dev = result.device
