@@ -61,33 +61,30 @@ def station_waiting(data: DataOpt = None) -> None:
         err.print("no machine is waiting", highlight=False)
 
 
+KeyArg = Annotated[str | None, typer.Argument(
+    help="the machine's serial (or MAC) as the station page shows it")]
+AllOpt = Annotated[bool, typer.Option("--all", help="every machine waiting now")]
+
+
 @station_app.command("approve")
-def station_approve(
-    key: Annotated[str | None, typer.Argument(
-        help="the machine's serial (or MAC) as the station page shows it")] = None,
-    all_waiting: Annotated[bool, typer.Option("--all", help="every machine waiting now")] = False,
-    data: DataOpt = None,
-) -> None:
+def station_approve(key: KeyArg = None, all_waiting: AllOpt = False, data: DataOpt = None) -> None:
     """Approve a machine the registry does not know: its disk is then wiped and written."""
-    if (key is None) == (not all_waiting):
-        raise DeelitError("name one machine (its serial or MAC) or give --all, not both")
-    done = _client(data).call("POST", "/station/approve",
-                              {"key": key} if key else {"all_waiting": True})
-    err.print(f"approved: {', '.join(done['approved']) or 'none was waiting'}", highlight=False)
+    _decide("approve", "approved", key, all_waiting, data)
 
 
 @station_app.command("refuse")
-def station_refuse(
-    key: Annotated[str | None, typer.Argument(help="the machine's serial (or MAC)")] = None,
-    all_waiting: Annotated[bool, typer.Option("--all", help="every machine waiting now")] = False,
-    data: DataOpt = None,
-) -> None:
+def station_refuse(key: KeyArg = None, all_waiting: AllOpt = False, data: DataOpt = None) -> None:
     """Refuse a waiting machine: it reboots to its own disk, untouched and unrecorded."""
+    _decide("refuse", "refused", key, all_waiting, data)
+
+
+def _decide(verb: str, done_key: str, key: str | None, all_waiting: bool,
+            data: Path | None) -> None:
     if (key is None) == (not all_waiting):
         raise DeelitError("name one machine (its serial or MAC) or give --all, not both")
-    done = _client(data).call("POST", "/station/refuse",
+    done = _client(data).call("POST", f"/station/{verb}",
                               {"key": key} if key else {"all_waiting": True})
-    err.print(f"refused: {', '.join(done['refused']) or 'none was waiting'}", highlight=False)
+    err.print(f"{done_key}: {', '.join(done[done_key]) or 'none was waiting'}", highlight=False)
 
 
 @station_app.command("batch")

@@ -79,6 +79,17 @@ def assert_imaged_and_ready(result: watch.Result, build_id: str) -> None:
         assert result.disk_untouched_while_waiting is True
 
 
+def assert_screen_said(logs: Path, laptop: str, spec: watch.LaptopSpec) -> None:
+    """What the laptop's own screen (tty8) said, as the agent logs it to the serial console:
+    what it is while it waits, then the countdown before its disk is wiped."""
+    console = (logs / f"{laptop}-console.log").read_text(errors="replace")
+    for line in ("[screen] DEZE LAPTOP WACHT OP GOEDKEURING", f"[screen] Serienr:   {spec.serial}",
+                 "[screen] Er wordt niets gewist of bewaard tot een",
+                 "[screen] DEZE LAPTOP WORDT GEWIST EN OPNIEUW INGERICHT",
+                 "[screen] Druk op een toets om te STOPPEN."):
+        assert line in console, line
+
+
 def build_id_of(out: Path) -> str:
     return fm.read(out / fm.FILENAME).build_id
 
@@ -92,6 +103,7 @@ def test_pxe_bios_laptop_end_to_end(tmp_path: Path, ci_out: Path, installer_out:
     assert result.spec == spec
     assert result.approved_s is not None and result.waited_s is not None
     assert result.approved_s - result.waited_s >= 300
+    assert_screen_said(tmp_path / "logs", "laptop1", spec)
     assert_imaged_and_ready(result, build_id_of(ci_out))
     assert suites == {spec.serial: 0}, "ci testinfra suite on the installed laptop failed"
     print(f"BIOS power-on to registered {result.registered_s:.0f} s, to ready "
@@ -103,6 +115,7 @@ def test_pxe_uefi_laptop_end_to_end(tmp_path: Path, ci_out: Path, installer_out:
     BIOS test waits 5 minutes)."""
     spec = watch.LaptopSpec("DL-E2E-UEFI-3K8", "52:54:00:de:e1:02", "uefi", family_data=True)
     [result], suites = image_laptops(tmp_path, [spec], ci_out, installer_out, hold_approval=30)
+    assert_screen_said(tmp_path / "logs", "laptop1", spec)
     assert_imaged_and_ready(result, build_id_of(ci_out))
     assert suites == {spec.serial: 0}, "ci testinfra suite on the installed laptop failed"
     print(f"UEFI power-on to ready {result.ready_s:.0f} s")
@@ -120,3 +133,37 @@ def test_two_laptops_at_once_one_with_placeholder_serial(tmp_path: Path, ci_out:
     assert results[0].device.asset_tag != results[1].device.asset_tag
     assert suites == {s.serial: 0 for s in specs}, suites
     print(f"two laptops: ready after {results[0].ready_s:.0f} s and {results[1].ready_s:.0f} s")
+
+
+@pytest.mark.heavy_vm
+def test_a_key_at_the_laptop_stops_the_countdown(tmp_path: Path, ci_out: Path,
+                                                 installer_out: Path) -> None:
+    """Approved by a batch (no click), the laptop counts down before wiping; a key pressed on
+    its keyboard stops it: it powers off with its data intact and nothing recorded."""
+    import time
+
+    from provisioner.lab.qmp import QMP
+
+    spec = watch.LaptopSpec("DL-E2E-STOP-2W6", "52:54:00:de:e1:05", family_data=True)
+    with session.Session(ci_out, installer_out, view=session.PrintView(), logs=tmp_path / "logs",
+                         station_args=["--approve-next", "1", "--countdown", "60"],
+                         approve=False) as sess:
+        [tracker] = sess.power_on([spec])
+        laptop = sess.laptops[0]
+        deadline = time.monotonic() + INSTALL_TIMEOUT
+        while tracker.stage != "countdown":
+            rows = [r for r in sess.board() if tracker.matches(r)]
+            tracker.stage = str(rows[-1]["stage"]) if rows else tracker.stage
+            assert laptop.alive() and time.monotonic() < deadline, tracker.stage
+            time.sleep(2)
+        time.sleep(5)  # the countdown is on its screen (tty8)
+        with QMP(laptop.qmp_socket) as qmp:
+            qmp.key("spc")
+        assert laptop.proc is not None and sess.station is not None
+        laptop.proc.wait(timeout=300)  # it powers off
+        stages = [str(r["stage"]) for r in sess.board() if tracker.matches(r)]
+        assert "stopped" in stages, stages
+        assert laptop.family_data_intact()
+        assert sess.station.device(serial=spec.serial) is None
+    console = (tmp_path / "logs" / "laptop1-console.log").read_text(errors="replace")
+    assert "[screen] GESTOPT: er is niets gewist." in console
