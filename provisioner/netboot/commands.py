@@ -195,6 +195,10 @@ def serve(
         help="approve the next N machines new to the registry")] = None,
     countdown: Annotated[int, typer.Option(
         help="seconds a laptop shows what will happen to its disk, any key stopping it")] = 15,
+    beside_another_pxe_server: Annotated[bool, typer.Option(
+        "--beside-another-pxe-server", help="start although another PXE server answers on the "
+        "LAN; then act only on machines approved here (deelit station approve SERIAL, a "
+        "batch), known or not, and send every other one to its own disk")] = False,
 ) -> None:
     """PXE station beside the café's router: proxy-DHCP + TFTP (dnsmasq) + HTTP + registry.
 
@@ -224,7 +228,11 @@ def serve(
         default_action=action, uefi_binary=uefi, secure_boot=secure_boot,  # type: ignore[arg-type]
         thresholds=thresholds.absolute() if thresholds else None,
         db_url=registry.db_url, point=registry.default_point, countdown=countdown,
+        only_approved=beside_another_pxe_server,
     )
+    if beside_another_pxe_server:
+        err.print("not looking for another PXE server (--beside-another-pxe-server): this "
+                  "station acts only on machines approved here", highlight=False)
 
     def ready(token: str) -> None:
         err.print(f"registry: {registry.url.split('@')[-1]}, point {registry.default_point}",

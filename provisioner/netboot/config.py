@@ -35,6 +35,9 @@ class StationConfig(BaseModel):
     # Seconds the laptop's screen shows what is about to happen to its disk before it starts,
     # any key stopping it (a laptop that booted from the network by mistake).
     countdown: int = Field(default=15, ge=5, le=600)
+    # Another PXE server shares the LAN (serve was told to start anyway): act only on machines
+    # approved here, known or not; every other one is sent to its own disk.
+    only_approved: bool = False
     uefi_binary: UefiBinary = "snponly.efi"
     secure_boot: bool = False  # UEFI clients get shim -> signed GRUB instead of iPXE
     thresholds: Path | None = None  # the point's grading policy for the agents (else shipped)

@@ -178,7 +178,8 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
         if serial is None and mac is None:
             return scripts.chain_script(cfg)
         machine = scripts.Machine.from_query(serial, mac, uuid, platform)
-        decision = scripts.decide(machine, cfg.default_action, book, store, approvals)
+        decision = scripts.decide(machine, cfg.default_action, book, store, approvals,
+                                   only_approved=cfg.only_approved)
         board.update(machine.key, stage="pxe", action=decision.action, serial=machine.serial,
                      mac=machine.mac, message=decision.reason)
         return scripts.machine_script(cfg, machine, decision, agent_token())
@@ -189,7 +190,8 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
         """The machine's action; with one that registers it (or writes its disk), its own
         credential, the first time only (credentials.py)."""
         machine = scripts.Machine.from_query(serial, mac, None, None)
-        decision = scripts.decide(machine, cfg.default_action, book, store, approvals)
+        decision = scripts.decide(machine, cfg.default_action, book, store, approvals,
+                                   only_approved=cfg.only_approved)
         out: dict[str, Any] = {"key": machine.key, "action": decision.action,
                                "reason": decision.reason}
         if decision.action in ("wipe-install", "install", "inventory") and machine.key != "unknown":

@@ -117,10 +117,13 @@ def find_device(store: Store, machine: Machine) -> DeviceOut | None:
 
 
 def decide(machine: Machine, default: Action, book: ActionBook, store: Store | None,
-           approvals: Approvals) -> Decision:
+           approvals: Approvals, *, only_approved: bool = False) -> Decision:
     chosen = book.lookup(machine)
     if chosen is not None:
         return Decision(chosen, "set for this machine at the station")
+    if only_approved and approvals.verdict(machine.usable_serial, machine.mac) != "approved":
+        return Decision("local", "another PXE server shares this LAN: this station acts only "
+                                 "on machines approved here")
     device = find_device(store, machine) if store is not None else None
     if device is None:
         if default == "local":

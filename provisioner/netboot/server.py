@@ -181,7 +181,8 @@ def serve(cfg: StationConfig, *, on_ready: Callable[[str], None] | None = None,
             raise DeelitError(f"{cfg.installer_dir / name}: missing; build the installer first "
                               "(deelit build installer)")
     try:
-        refuse_beside_another_pxe_server(cfg.interface, cfg.server_ip)
+        if not cfg.only_approved:
+            refuse_beside_another_pxe_server(cfg.interface, cfg.server_ip)
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         check_port_free(cfg.server_ip, cfg.http_port)
         image = images.prepare(cfg.image_dir, cfg.data_dir)

@@ -89,8 +89,14 @@ def test_serve_refuses_to_start_beside_another_pxe_server(tmp_path: Path) -> Non
             lan.popen(lan.lan_ns, ["dnsmasq", "--keep-in-foreground", "--log-facility=-",
                                    f"--conf-file={conf}"], log=tmp_path / "other.log")
             refused = lan.run(lan.station_ns, argv, timeout=60)
+            wrote = data.exists()
+            # told to: it does not look, and goes on (here to the missing image)
+            told = lan.run(lan.station_ns, [*argv, "--beside-another-pxe-server"], timeout=60)
         finally:
             shutil.rmtree(other.run_dir, ignore_errors=True)
     assert refused.returncode != 0, refused.stdout + refused.stderr
     assert f"another PXE server answers on st0: {LAN_IP} (boot file" in refused.stderr, refused.stderr
-    assert not data.exists()
+    assert not wrote
+    assert told.returncode != 0 and "another PXE server answers" not in told.stderr, told.stderr
+    assert "acts only on machines approved here" in told.stderr
+    assert "manifest.json: missing" in told.stderr, told.stderr

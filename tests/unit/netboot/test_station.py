@@ -216,6 +216,15 @@ def test_action_from_registry_status_and_station_book(cfg: StationConfig, store:
         "install", "set for this machine at the station")
     book.set("READY-1", None)
     assert decide(ready, "wipe-install").action == "local"
+    # beside another PXE server: nothing is acted on that was not approved here, known or not
+    beside = scripts.decide(back, "wipe-install", book, store, Approvals(), only_approved=True)
+    assert beside.action == "local" and "another PXE server" in beside.reason
+    here = Approvals()
+    here.approve("BACK-1")
+    assert scripts.decide(back, "wipe-install", book, store, here,
+                          only_approved=True).action == "wipe-install"
+    assert scripts.decide(new, "wipe-install", book, store, here,
+                          only_approved=True).action == "local"
 
 
 def test_prepare_expands_image_once_and_refuses_mismatch(cfg: StationConfig,
