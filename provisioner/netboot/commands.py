@@ -62,7 +62,7 @@ def station_waiting(data: DataOpt = None) -> None:
 
 
 KeyArg = Annotated[str | None, typer.Argument(
-    help="the machine's serial (or MAC) as the station page shows it")]
+    help="the machine's serial (or MAC) as the station page shows it, or its asset tag")]
 AllOpt = Annotated[bool, typer.Option("--all", help="every machine waiting now")]
 
 

@@ -217,18 +217,25 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
 
     @app.post("/station/approve")
     def approve(body: ApprovalIn, who: StationAuth) -> dict[str, Any]:
-        """Approve one machine (it may not have booted yet: a serial off its sticker) or
-        every waiting one; its disk is wiped and written when it next asks (within seconds)."""
+        """Approve one machine by the key the board shows, its asset tag, or a serial off its
+        sticker before it boots; or every waiting one. Its disk is wiped and written when it
+        next asks (within seconds), as the registry's rules say for a machine it knows."""
         rows = _chosen(body, board)
         for row in rows:
             approvals.approve(row.key, row.serial, row.mac)
             credentials.reset(row.key, row.serial, row.mac)
             board.update(row.key, stage="approved", action=cfg.default_action,
                          message="approved at the station")
-        if not rows and body.key:
-            approvals.approve(body.key)
-            credentials.reset(body.key)
-        return {"approved": [r.key for r in rows] or ([body.key] if body.key else [])}
+        if rows or not body.key:
+            return {"approved": [r.key for r in rows]}
+        try:  # an asset tag: the registry's device, by its serial and MACs
+            device = store.get_device(body.key)
+            keys = [device.serial if not device.serial_placeholder else None, *device.macs]
+        except NotFound:
+            keys = [body.key]
+        approvals.approve(*keys)
+        credentials.reset(*keys)
+        return {"approved": [body.key]}
 
     @app.post("/station/refuse")
     def refuse(body: ApprovalIn, who: StationAuth) -> dict[str, Any]:

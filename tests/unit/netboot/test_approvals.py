@@ -192,3 +192,30 @@ def test_deelit_station_commands_act_on_the_running_station(cfg: StationConfig, 
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_approve_by_asset_tag_beside_another_pxe_server(cfg: StationConfig, store: Store) -> None:
+    """Beside another PXE server the station acts only on machines approved here: a returned
+    laptop is approved by its asset tag (its serial and MACs from the registry)."""
+    from provisioner.registry.lifecycle import EventType
+    from provisioner.registry.schemas import DeviceIn, EventIn
+    from provisioner.registry.tokens import Caller
+
+    boot = {"Authorization": f"Bearer {store.create_token('pxe-test', scope='boot')}"}
+    station = {"Authorization": f"Bearer {store.create_token('pxe-test')}"}
+    who = Caller("pxe-test")
+    tag = store.register(DeviceIn(serial="To Be Filled By O.E.M.", macs=["00:00:5e:00:53:07"]),
+                         who).asset_tag
+    for kind in ("wiped", "imaged", "verified", "ready", "loaned", "returned"):
+        store.add_event(tag, EventIn(type=EventType(kind)), who)
+    client = TestClient(create_app(cfg.model_copy(update={"only_approved": True}), None,
+                                   boot["Authorization"][7:], store))
+
+    def action() -> str:
+        return str(client.get("/station/action", headers=boot, params={
+            "serial": "To Be Filled By O.E.M.", "mac": "00:00:5E:00:53:07"}).json()["action"])
+
+    assert action() == "local"  # returned, but not approved here
+    assert client.post("/station/approve", json={"key": tag}, headers=station).json() == {
+        "approved": [tag]}
+    assert action() == "wipe-install"
