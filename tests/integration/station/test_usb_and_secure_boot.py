@@ -70,9 +70,11 @@ def test_offline_stick_installs_and_queues(tmp_path: Path, ci_out: Path,
                 qmp.key(key)
         qemu.wait(timeout=3600)  # the agent powers off when done offline
     except subprocess.TimeoutExpired:
-        qemu.kill()
-        qemu.wait()
         pytest.fail("no power-off within an hour: " + console.read_text(errors="replace")[-4000:])
+    finally:  # whatever failed, no QEMU is left running
+        if qemu.poll() is None:
+            qemu.kill()
+            qemu.wait()
     print(f"USB: power-on to power-off {time.monotonic() - started:.0f} s")
     text = console.read_text(errors="replace")
     assert "[done]" in text and "queued at" in text, text[-4000:]
