@@ -73,6 +73,15 @@ def countdown(screen: Screen, seconds: int, what: list[str], doing: str) -> bool
     return True
 
 
+# The digit row of a Belgian (AZERTY) keyboard without Shift, as most laptops here have: the
+# unshifted keys count as the digits, so a volunteer who forgets Shift is not refused.
+AZERTY_DIGITS = str.maketrans("&é\"'(§è!çà", "1234567890")
+
+
+def typed(answer: str) -> str:
+    return answer.strip().translate(AZERTY_DIGITS).upper()
+
+
 def confirm_code(serial: str | None, mac: str | None) -> str:
     """The last four letters or digits of the serial (else of the MAC) a person types."""
     text = re.sub(r"[^0-9A-Za-z]", "", serial or mac or "")
@@ -91,7 +100,7 @@ def confirm_on_screen(screen: Screen, code: str, what: list[str], doing: str,
         answer = screen.line("> ")
         if answer is None:
             return False
-        if answer.strip().upper() == code:
+        if typed(answer) == code:
             return True
         if not answer.strip():
             return False

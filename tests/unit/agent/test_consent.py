@@ -74,6 +74,9 @@ def test_stick_asks_for_the_serials_last_four() -> None:
     assert consent.confirm_on_screen(FakeScreen(lines=iter(["0000\n", "BC12\n"])), "BC12", WHAT, ask)
     assert not consent.confirm_on_screen(FakeScreen(lines=iter(["1\n", "2\n", "3\n", "BC12\n"])),
                                          "BC12", WHAT, ask)
+    # a Belgian keyboard's digit row without Shift: what the VM test's keys give on AZERTY
+    assert consent.confirm_on_screen(FakeScreen(lines=iter(["b'r\u00e7\n"])), "B4R9", WHAT, ask)
+    assert consent.typed("&\u00e9\"'(\u00a7\u00e8!\u00e7\u00e0") == "1234567890"
     assert not consent.confirm_on_screen(FakeScreen(lines=iter(["\n"])), "BC12", WHAT, ask)
     assert not consent.confirm_on_screen(FakeScreen(), "BC12", WHAT, ask)  # nobody can type
 
