@@ -183,7 +183,9 @@ def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
     station.progress("grade", "checking disk health and battery")
     disks = with_known_sizes(inv, disks)
     grade = health.grade_device(inv, disks, batteries, thresholds(cfg))
-    if screen is None and (action == "wait" or cfg.countdown or cfg.stick):
+    asks = action == "wait" or bool(cfg.server and cfg.countdown) or bool(
+        cfg.stick and not cfg.server and not cfg.batch)
+    if screen is None and asks:
         from provisioner.agent.screen import VtScreen
 
         screen = VtScreen(log)
@@ -217,6 +219,12 @@ def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
         station.progress("stopped", "stopped at the laptop: nothing written or recorded")
         _power(cfg, "poweroff")
         return None
+    if screen is not None:
+        end = (("start vanzelf opnieuw", "restarts") if cfg.server
+               else ("gaat vanzelf uit: haal dan de stick eruit", "switches off"))
+        screen.show(["BEZIG: NIET UITZETTEN", "", *what, "",
+                     f"De laptop {end[0]} als hij klaar is.",
+                     f"(Working: do not switch off. It {end[1]} by itself when done.)"])
     record = Record(run_id=uuid.uuid4().hex[:20], device=device_body(inv, grade, cfg.point),
                     events=[])
     record.add("inventoried", agent="deelit")
