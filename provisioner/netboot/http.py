@@ -31,6 +31,7 @@ from provisioner.registry.api import BodyLimit, presented_token
 from provisioner.registry.api import create_app as registry_app
 from provisioner.registry.errors import NotFound
 from provisioner.registry.labels import labels_pdf
+from provisioner.registry.schemas import NO_NUL
 from provisioner.registry.store import Store
 from provisioner.registry.tokens import Caller
 
@@ -38,28 +39,27 @@ INSTALLER_FILES = ("vmlinuz", "initrd.img", "filesystem.squashfs")
 IMAGE_FILES = ("disk.img", "disk.bmap", "manifest.json")
 STAGES = ("pxe", "booted", "inventory", "grade", "waiting", "countdown", "wipe", "install",
           "verify", "report", "done", "failed", "stopped")
-_TEXT = r"^[^\x00]*$"
 
 
 class ProgressIn(BaseModel):
-    key: str = Field(max_length=128, pattern=r"^[^\x00]*$")
+    key: str = Field(max_length=128, pattern=NO_NUL)
     stage: str = Field(pattern="^(" + "|".join(STAGES) + ")$")
     percent: float | None = Field(default=None, ge=0, le=100)
-    message: str = Field(default="", max_length=500, pattern=r"^[^\x00]*$")
+    message: str = Field(default="", max_length=500, pattern=NO_NUL)
     serial: str | None = Field(default=None, max_length=128)
     asset_tag: str | None = Field(default=None, max_length=64)
     # What a waiting machine is, for the volunteer who approves it (device data only).
-    mac: str | None = Field(default=None, max_length=64, pattern=_TEXT)
-    maker: str | None = Field(default=None, max_length=128, pattern=_TEXT)
-    model: str | None = Field(default=None, max_length=128, pattern=_TEXT)
+    mac: str | None = Field(default=None, max_length=64, pattern=NO_NUL)
+    maker: str | None = Field(default=None, max_length=128, pattern=NO_NUL)
+    model: str | None = Field(default=None, max_length=128, pattern=NO_NUL)
     grade: str | None = Field(default=None, pattern="^(A|B|C|reject)$")
-    disks: str | None = Field(default=None, max_length=300, pattern=_TEXT)
+    disks: str | None = Field(default=None, max_length=300, pattern=NO_NUL)
 
 
 class ApprovalIn(BaseModel):
     """One machine by the key the board shows (serial, else MAC), or every waiting one."""
 
-    key: str | None = Field(default=None, min_length=1, max_length=128, pattern=_TEXT)
+    key: str | None = Field(default=None, min_length=1, max_length=128, pattern=NO_NUL)
     all_waiting: bool = False
 
 

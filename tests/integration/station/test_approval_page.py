@@ -5,7 +5,6 @@ page. A screenshot is written beside the test's files and its path printed."""
 from __future__ import annotations
 
 import base64
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from provisioner.netboot.config import StationConfig
 from provisioner.netboot.http import create_app
 from provisioner.registry.settings import Settings
 from provisioner.registry.store import Store
+from provisioner.vm import free_port
 
 from ..chromium import DevTools
 
@@ -27,16 +27,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 CARDS = "document.querySelectorAll('#waiting .card').length"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
 def station(tmp_path: Path) -> Iterator[tuple[FastAPI, str, dict[str, str], Store]]:
     """The station's HTTP app on loopback: (app, base URL, agent auth header, store)."""
-    port = _free_port()
+    port = free_port()
     cfg = StationConfig(interface="lo", server_ip="127.0.0.1", subnet="127.0.0.0", http_port=port,
                         data_dir=tmp_path / "data", run_dir=tmp_path / "run",
                         image_dir=tmp_path / "image", installer_dir=tmp_path / "installer")

@@ -4,7 +4,6 @@ until a volunteer approves it (one, all waiting, or an armed batch that ends by 
 from __future__ import annotations
 
 import datetime as dt
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from provisioner.netboot.config import StationConfig
 from provisioner.netboot.http import create_app
 from provisioner.registry.settings import Settings
 from provisioner.registry.store import Store
+from provisioner.vm import free_port
 
 
 class Clock:
@@ -148,14 +148,9 @@ def test_station_lists_waiting_machines_and_acts_on_them(cfg: StationConfig, sto
     assert action("PF0GGGG") == "wait"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def test_deelit_station_commands_act_on_the_running_station(cfg: StationConfig, store: Store) -> None:
-    port = _free_port()
+    port = free_port()
     cfg = cfg.model_copy(update={"http_port": port})
     agent = store.create_token("pxe-test", scope="boot")
     app = create_app(cfg, None, agent, store)
