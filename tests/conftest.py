@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,3 +46,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "root" in item.keywords and os.geteuid() != 0:
             item.add_marker(skip_root)
+
+
+_STARTED = time.monotonic()
+_SLOW_LINE = 15.0  # seconds: a test phase at least this long gets a line of its own
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Long phases print as they end, with the run's clock, so a run cut off by CI's time
+    limit (which prints no --durations table) still shows where its time went."""
+    if report.duration < _SLOW_LINE:
+        return
+    elapsed = int(time.monotonic() - _STARTED)
+    reporter = _terminal
+    if reporter is not None:
+        reporter.write_line(f"[{elapsed // 60:d}:{elapsed % 60:02d} into the run] {report.when} "
+                            f"{report.duration:.0f} s {report.outcome}: {report.nodeid}")
+
+
+_terminal: Any = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _terminal
+    _terminal = config.pluginmanager.get_plugin("terminalreporter")

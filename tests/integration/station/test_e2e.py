@@ -21,13 +21,13 @@ from provisioner.formats import manifest as fm
 from provisioner.lab import session, watch
 from provisioner.registry.identity import is_placeholder
 
-pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(7200)]
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(3600)]
 # QEMU's 52:54:00 MACs are locally administered, which the registry rightly never takes for
 # a device's identity; a laptop whose serial is a placeholder needs its NIC's burnt-in MAC,
 # here one of the addresses RFC 7042 sets aside for documentation (00-00-5E-00-53-xx).
 BURNT_IN_MAC = "00:00:5e:00:53:04"
-INSTALL_TIMEOUT = 4800  # TCG on a busy 2-core machine: power-on to the boot from disk
-SSH_TIMEOUT = 1200
+INSTALL_TIMEOUT = 1800  # TCG: power-on to the boot from disk, 4x what a quiet machine takes
+SSH_TIMEOUT = 600
 
 
 def image_laptops(tmp_path: Path, specs: list[watch.LaptopSpec], ci_out: Path,
