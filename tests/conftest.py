@@ -6,7 +6,6 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -52,21 +51,13 @@ _STARTED = time.monotonic()
 _SLOW_LINE = 15.0  # seconds: a test phase at least this long gets a line of its own
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
     """Long phases print as they end, with the run's clock, so a run cut off by CI's time
     limit (which prints no --durations table) still shows where its time went."""
-    if report.duration < _SLOW_LINE:
+    if call.duration < _SLOW_LINE:
         return
     elapsed = int(time.monotonic() - _STARTED)
-    reporter = _terminal
+    reporter = item.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.write_line(f"[{elapsed // 60:d}:{elapsed % 60:02d} into the run] {report.when} "
-                            f"{report.duration:.0f} s {report.outcome}: {report.nodeid}")
-
-
-_terminal: Any = None
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    global _terminal
-    _terminal = config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_line(f"[{elapsed // 60:d}:{elapsed % 60:02d} into the run] {call.when} "
+                            f"{call.duration:.0f} s: {item.nodeid}")
