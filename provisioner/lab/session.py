@@ -175,7 +175,7 @@ class Session:
 
     @property
     def page_url(self) -> str:
-        return f"http://127.0.0.1:{self.page_port}/station#token={self.token}"
+        return f"http://127.0.0.1:{self.page_port}/#token={self.token}"
 
     def start(self) -> None:
         for name in ("vmlinuz", "initrd.img", "filesystem.squashfs"):

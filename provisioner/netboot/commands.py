@@ -238,7 +238,7 @@ def serve(
         err.print(f"registry: {registry.url.split('@')[-1]}, point {registry.default_point}",
                   highlight=False)
         err.print(f"station on {iface} ({address}, proxy-DHCP for {subnet}); "
-                  f"page: {cfg.http_base}/station#token={token}", highlight=False)
+                  f"page: {cfg.http_base}/#token={token}", highlight=False)
         if span is not None or count is not None:
             err.print("BATCH APPROVAL: machines new to the registry are wiped without asking "
                       f"({approve_for or ''}{' / ' if span and count else ''}"

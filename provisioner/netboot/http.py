@@ -8,21 +8,19 @@ station page reads and does (the board, approvals, labels, the registry) needs t
 """
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at runtime.
-import datetime as dt
-import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from provisioner.netboot import scripts
 from provisioner.netboot.approvals import Approvals
+from provisioner.netboot.board import Board, StationDesk
 from provisioner.netboot.config import StationConfig
 from provisioner.netboot.credentials import MachineCredentials
 from provisioner.netboot.images import PreparedImage
@@ -68,72 +66,6 @@ class BatchIn(BaseModel):
     count: int | None = Field(default=None, gt=0, le=500)
 
 
-@dataclass
-class MachineState:
-    key: str
-    stage: str
-    action: str | None = None
-    percent: float | None = None
-    message: str = ""
-    serial: str | None = None
-    mac: str | None = None
-    asset_tag: str | None = None
-    maker: str | None = None
-    model: str | None = None
-    grade: str | None = None
-    disks: str | None = None
-    first_seen: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
-    updated: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
-
-
-class Board:
-    """Machines seen by this station run, in memory: the registry keeps what must last.
-
-    Anyone on the LAN can ask for a boot script with a made-up serial, and each such ask adds a
-    row: the board holds at most `capacity` rows, and a new one pushes out the row least
-    recently heard of that never got past the boot script (then, if none, the oldest row).
-    """
-
-    def __init__(self, capacity: int = 256) -> None:
-        self._lock = threading.Lock()
-        self._machines: dict[str, MachineState] = {}
-        self.capacity = capacity
-
-    def _make_room(self) -> None:
-        rows = sorted(self._machines.values(), key=lambda m: m.updated)
-        booted_only = [m for m in rows if m.stage == "pxe"]
-        del self._machines[(booted_only or rows)[0].key]
-
-    def update(self, key: str, **changes: Any) -> MachineState:
-        with self._lock:
-            if key not in self._machines and len(self._machines) >= self.capacity:
-                self._make_room()
-            state = self._machines.get(key) or MachineState(key=key, stage="pxe")
-            for name, value in changes.items():
-                if value is not None:
-                    setattr(state, name, value)
-            state.updated = dt.datetime.now(dt.UTC).isoformat()
-            self._machines[key] = state
-            return state
-
-    def all(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [asdict(m) for m in self._machines.values()]
-
-    def find(self, key: str) -> MachineState | None:
-        """A row by its key, serial or MAC (as a volunteer reads it off the page or sticker)."""
-        want = key.strip().lower()
-        with self._lock:
-            for m in self._machines.values():
-                if want in {(v or "").lower() for v in (m.key, m.serial, m.mac)}:
-                    return m
-        return None
-
-    def waiting(self) -> list[MachineState]:
-        with self._lock:
-            return [m for m in self._machines.values() if m.stage == "waiting"]
-
-
 _bearer = HTTPBearer(auto_error=False)
 
 
@@ -149,10 +81,12 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
     board = Board()
     approvals = approvals or Approvals()
     credentials = MachineCredentials(store, station)
+    desk = StationDesk(board, approvals, credentials, store, cfg.default_action)
     app = FastAPI(title="deelit station", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit, max_bytes=cfg.registry_settings().max_body_bytes)
     app.state.board = board
     app.state.approvals = approvals
+    app.state.desk = desk
 
     def caller(request: Request,
                creds: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> Caller:
@@ -208,59 +142,58 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
 
     @app.get("/station/machines")
     def machines(who: StationAuth) -> list[dict[str, Any]]:
-        return board.all()
+        """The board: every machine this station run has seen, with a failure's advice."""
+        return desk.machines()
+
+    @app.get("/station/today")
+    def today(who: StationAuth) -> dict[str, int]:
+        """Today's counters: ready, busy, waiting, failed, rejected."""
+        return desk.counts()
 
     @app.get("/station/approvals")
     def approval_status(who: StationAuth) -> dict[str, Any]:
         """The armed batch (if any) and the machines waiting for a volunteer."""
-        return {"batch": approvals.status(), "waiting": [m.key for m in board.waiting()]}
+        return {"batch": desk.batch(), "waiting": [m.key for m in board.waiting()]}
 
     @app.post("/station/approve")
     def approve(body: ApprovalIn, who: StationAuth) -> dict[str, Any]:
         """Approve one machine by the key the board shows, its asset tag, or a serial off its
         sticker before it boots; or every waiting one. Its disk is wiped and written when it
         next asks (within seconds), as the registry's rules say for a machine it knows."""
-        rows = _chosen(body, board)
-        for row in rows:
-            approvals.approve(row.key, row.serial, row.mac)
-            credentials.reset(row.key, row.serial, row.mac)
-            board.update(row.key, stage="approved", action=cfg.default_action,
-                         message="approved at the station")
-        if rows or not body.key:
-            return {"approved": [r.key for r in rows]}
-        try:  # an asset tag: the registry's device, by its serial and MACs
-            device = store.get_device(body.key)
-            keys = [device.serial if not device.serial_placeholder else None, *device.macs]
-        except NotFound:
-            keys = [body.key]
-        approvals.approve(*keys)
-        credentials.reset(*keys)
-        return {"approved": [body.key]}
+        _one_or_all(body)
+        return {"approved": desk.approve_all() if body.all_waiting else desk.approve(body.key or "")}
 
     @app.post("/station/refuse")
     def refuse(body: ApprovalIn, who: StationAuth) -> dict[str, Any]:
-        """Refuse: the machine reboots to its own disk and is never written by this run."""
-        rows = _chosen(body, board)
-        if not rows and body.key:
-            raise HTTPException(404, f"no machine {body.key!r} on the board")
-        for row in rows:
-            approvals.refuse(row.key, row.serial, row.mac)
-            board.update(row.key, stage="refused", action="local",
-                         message="refused at the station")
-        return {"refused": [r.key for r in rows]}
+        """Refuse: the machine reboots to its own disk and is never written by this run. A
+        machine already at work is left alone (the answer lists nothing)."""
+        _one_or_all(body)
+        if body.all_waiting:
+            return {"refused": [k for m in board.waiting() for k in desk.refuse(m.key)]}
+        try:
+            return {"refused": desk.refuse(body.key or "")}
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from exc
+
+    @app.post("/station/retry")
+    def retry(body: ApprovalIn, who: StationAuth) -> dict[str, Any]:
+        """A failed machine, approved again: restarted from the network, it starts over."""
+        if body.key is None or body.all_waiting:
+            raise HTTPException(422, "name one machine (key)")
+        try:
+            return {"retried": [body.key] if desk.retry(body.key) else []}
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from exc
 
     @app.put("/station/batch")
     def arm_batch(body: BatchIn, who: StationAuth) -> dict[str, Any]:
         if body.minutes is None and body.count is None:
             raise HTTPException(422, "give minutes, count or both")
-        approvals.arm(span=dt.timedelta(minutes=body.minutes) if body.minutes else None,
-                      count=body.count)
-        return approvals.status()
+        return desk.arm(body.minutes, body.count)
 
     @app.delete("/station/batch")
     def disarm_batch(who: StationAuth) -> dict[str, Any]:
-        approvals.disarm()
-        return approvals.status()
+        return desk.disarm()
 
     @app.get("/station/image")
     def image_info() -> dict[str, Any]:
@@ -297,11 +230,12 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
         pdf = labels_pdf([device], "roll62")
         return Response(pdf, media_type="application/pdf")
 
-    @app.get("/station", response_class=HTMLResponse)
-    def page(request: Request) -> str:
-        return scripts.templates.get_template("station.html.j2").render()
+    @app.get("/station", include_in_schema=False)
+    def page() -> RedirectResponse:
+        # the cockpit is the page now; a browser keeps the #token fragment across this redirect
+        return RedirectResponse("/", status_code=307)
 
-    registry = registry_app(cfg.registry_settings(), store=store)
+    registry = registry_app(cfg.registry_settings(), store=store, panel=desk)
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi(who: StationAuth) -> dict[str, Any]:
@@ -317,13 +251,9 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
     return app
 
 
-def _chosen(body: ApprovalIn, board: Board) -> list[MachineState]:
+def _one_or_all(body: ApprovalIn) -> None:
     if body.all_waiting == (body.key is not None):
         raise HTTPException(422, "name one machine (key) or all_waiting, not both")
-    if body.all_waiting:
-        return board.waiting()
-    row = board.find(body.key or "")
-    return [row] if row is not None else []
 
 
 def _station_only(who: Caller, what: str) -> None:

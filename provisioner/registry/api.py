@@ -15,13 +15,15 @@ from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, Security
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from provisioner.registry.access import AGENT_LIMITS, TokenScope
+from provisioner.registry.cockpit import SESSION_COOKIE, StationPanel, cockpit_router
 from provisioner.registry.errors import RegistryError
+from provisioner.registry.labels import Layout, certificate_pdf, labels_pdf
 from provisioner.registry.lifecycle import EventType
 from provisioner.registry.schemas import (
     NO_NUL,
@@ -48,7 +50,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-WEB = resources.files("provisioner.registry") / "web"
+WEB = resources.files("provisioner.registry") / "web" / "static"
 _bearer = HTTPBearer(auto_error=False,
                      description="per-station token: deelit registry token create STATION "
                                  "(agent-scoped tokens may only register and post intake events)")
@@ -57,7 +59,6 @@ _bearer = HTTPBearer(auto_error=False,
 # The page's session: the station token in an HttpOnly, SameSite=Strict cookie (set by POST
 # /api/v1/session from the token the page was opened with), so no token stays in an address,
 # a link or the browser's storage, and no other site can make the browser use it.
-SESSION_COOKIE = "deelit_session"
 
 
 def presented_token(request: Request, creds: HTTPAuthorizationCredentials | None) -> str | None:
@@ -140,7 +141,9 @@ async def _too_large(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
+def create_app(settings: Settings, store: Store | None = None,
+               panel: StationPanel | None = None) -> FastAPI:
+    """The registry's API and the cockpit pages; `panel`: a station's board, when one runs."""
     store = store or Store(settings)
     owned = store
 
@@ -200,6 +203,43 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         response.status_code = 201 if added else 200
         return event
 
+    @app.get("/api/v1/search", response_model=list[DeviceOut], responses=station_only)
+    def search(who: StationAuth,
+               q: Annotated[str, Query(min_length=1, max_length=128, pattern=NO_NUL,
+                                       description="an asset tag, serial or MAC")]
+               ) -> list[DeviceOut]:
+        """Devices by what is read off a laptop or its sticker, each field matched whole."""
+        return store.search(q)
+
+    @app.get("/api/v1/devices/{asset_tag}/label.pdf", response_class=Response,
+             responses={200: {"content": {"application/pdf": {}}}, **station_only})
+    def label(asset_tag: Tag, who: StationAuth,
+              layout: Annotated[Layout, Query()] = "roll62") -> Response:
+        """The device's QR asset label (62 mm roll by default, or an A4 sheet)."""
+        return Response(labels_pdf([store.get_device(asset_tag)], layout),
+                        media_type="application/pdf")
+
+    @app.get("/api/v1/devices/{asset_tag}/certificate.pdf", response_class=Response,
+             responses={200: {"content": {"application/pdf": {}}}, **station_only})
+    def certificate(asset_tag: Tag, who: StationAuth) -> Response:
+        """The wipe certificate of each of the device's `wiped` events."""
+        device = store.get_device(asset_tag)
+        if not any(e.type == "wiped" for e in device.events):
+            raise HTTPException(404, f"{asset_tag} has no wipe on record")
+        return Response(certificate_pdf(device), media_type="application/pdf")
+
+    @app.get("/api/v1/labels.pdf", response_class=Response,
+             responses={200: {"content": {"application/pdf": {}}}, **station_only})
+    def batch_labels(who: StationAuth,
+                     batch: Annotated[dt.date | None, Query(description="registration day; "
+                                                             "default today")] = None,
+                     layout: Annotated[Layout, Query()] = "a4") -> Response:
+        """One PDF with the labels of a day's devices (today's batch by default)."""
+        devices = store.list_devices(batch=batch or dt.datetime.now(dt.UTC).date(), limit=1000)
+        if not devices:
+            raise HTTPException(404, "no devices registered that day")
+        return Response(labels_pdf(devices, layout), media_type="application/pdf")
+
     @app.get("/api/v1/builds", response_model=list[BuildOut], responses=station_only)
     def builds(who: StationAuth) -> list[BuildOut]:
         return store.list_builds()
@@ -228,10 +268,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     def health() -> dict[str, bool]:
         return {"ok": True}
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> str:
-        return (WEB / "index.html").read_text(encoding="utf-8")
-
+    app.include_router(cockpit_router(store, panel))
     app.mount("/static", StaticFiles(directory=str(WEB)), name="static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

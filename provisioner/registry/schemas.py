@@ -59,6 +59,9 @@ class EventIn(BaseModel):
     technician: Name | None = None
     build_id: Short | None = None
     details: Annotated[dict[str, Any], Field(max_length=64)] = {}
+    # The status the caller saw: when it changed meanwhile (another volunteer acted first),
+    # the event is refused (409) and nothing changes.
+    if_status: EventType | None = None
 
 
 class EventOut(BaseModel):

@@ -11,7 +11,7 @@ import datetime as dt
 import uuid as uuidlib
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, cast, func, select, update
+from sqlalchemy import ColumnElement, String, cast, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -214,6 +214,9 @@ class Store(TokenStore):
         if dev is None:
             raise NotFound(f"no device with asset tag {asset_tag!r}")
         access.check_machine(caller.scope, caller.machine, dev.serial, list(dev.macs or []))
+        if body.if_status is not None and dev.status != body.if_status.value:
+            raise Conflict(f"{asset_tag} is {dev.status} now, not {body.if_status.value}: someone "
+                           "changed it meanwhile; nothing was recorded")
         if body.uid:
             known = s.scalar(select(Event).where(Event.uid == body.uid))
             if known is not None:
@@ -282,6 +285,19 @@ class Store(TokenStore):
                 return found[0]
         return None
 
+    def search(self, text: str, limit: int = 50) -> list[DeviceOut]:
+        """Devices by what a volunteer reads off a laptop or its sticker: the asset tag, the
+        serial (any maker's) or a MAC, each matched whole (a database query, not a scan)."""
+        text = text.strip()
+        if not text:
+            return []
+        wanted = [Device.asset_tag == text.upper(), Device.serial == text,
+                  Device.baseboard_serial == text]
+        mac = identity.clean_mac(text)
+        if mac:
+            wanted.append(cast(Device.macs, String).ilike(f'%"{mac}"%'))
+        return self._devices(or_(*wanted), limit=limit)
+
     def _devices(self, *where: ColumnElement[bool], limit: int, offset: int = 0
                  ) -> list[DeviceOut]:
         """Devices with their last event, in registration order."""
@@ -304,6 +320,11 @@ class Store(TokenStore):
         with self.db.read() as s:
             return [(DeviceOut(**_device_fields(d)), _event_out(e))
                     for d, e in s.execute(stmt).all()]
+
+    def last_event_id(self) -> int:
+        """The newest event's id: the cockpit's live stream watches it move."""
+        with self.db.read() as s:
+            return int(s.scalar(select(func.max(Event.id))) or 0)
 
     def count_devices(self) -> int:
         with self.db.read() as s:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,3 +21,20 @@ def chromium(tmp_path: Path) -> Iterator[DevTools]:
     tools = DevTools(binary, tmp_path / "chromium-profile")
     yield tools
     tools.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Playwright driving Debian's Chromium (no browser download): a new context per test."""
+    binary = shutil.which("chromium")
+    if binary is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium); the page "
+                    "tests need it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=binary, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        yield chromium
+        chromium.close()

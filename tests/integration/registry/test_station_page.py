@@ -1,14 +1,11 @@
-"""The station page in headless Chromium (Debian's `chromium`), driven over the DevTools pipe.
-
-Shows today's batch, updates live when a device registers or moves on (no reload), and fits
-a phone's width. A screenshot is written next to the test's temporary files and its path
-printed (pytest -rA or -s shows it).
-"""
+"""The cockpit of a point without a station (`deelit registry serve`) in Debian's Chromium
+(Playwright): today's devices, updated live by the server's event stream when a device
+registers or moves on (no reload), on a phone's width. The screenshot's path is printed."""
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,14 +16,12 @@ from provisioner.registry.settings import Settings
 from provisioner.registry.store import Store
 from provisioner.registry.tokens import Caller
 
-from ..chromium import DevTools
-
-ROWS = "document.querySelectorAll('#devices tbody tr').length"
+ROWS = "table.devices tbody tr"
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_station_page_live_on_a_phone(tmp_path: Path, chromium: DevTools) -> None:
+def test_registry_cockpit_live_on_a_phone(tmp_path: Path, browser: Any) -> None:
     store = Store(Settings(data_dir=tmp_path))
     station = Caller("mec-pc1")
     for serial in ("5CG1234ABC", "PF0ABCDE", "D8XD62J"):
@@ -36,31 +31,27 @@ def test_station_page_live_on_a_phone(tmp_path: Path, chromium: DevTools) -> Non
     store.close()
     server = RegistryServer(tmp_path).start()
     try:
-        chromium.page("Emulation.setDeviceMetricsOverride", width=390, height=844,
-                      deviceScaleFactor=2, mobile=True)
-        chromium.page("Page.navigate", url=f"{server.base}/#token={token}")
-        chromium.wait_for(f"{ROWS} === 3")
-        chromium.js("window.__sameDocument = true")
-        assert chromium.js("getComputedStyle(document.querySelector('#login')).display") == "none"
-        assert "token=" not in chromium.js("location.href")  # token moved out of the URL
-        assert chromium.js("document.querySelector('#summary').textContent").startswith("3 ")
-
+        page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                                is_mobile=True)
+        page.goto(f"{server.base}/#token={token}")
+        page.wait_for_function(f"document.querySelectorAll('{ROWS}').length === 3")
+        assert "token=" not in page.url  # traded for the session cookie
+        page.evaluate("window.__sameDocument = true")
         h = {"Authorization": f"Bearer {token}"}
         new = httpx.post(f"{server.base}/api/v1/devices", headers=h, timeout=10,
                          json={"serial": "X2735244G", "maker": "TOSHIBA",
                                "model": "Satellite 2410"}).json()["asset_tag"]
         httpx.post(f"{server.base}/api/v1/devices/DEELIT-MEC-000001/events", headers=h,
                    timeout=10, json={"type": "wiped"}).raise_for_status()
-        chromium.wait_for(f"{ROWS} === 4", timeout=15)
-        chromium.wait_for("document.querySelector('tr[data-tag=\"DEELIT-MEC-000001\"] "
-                          ".stage').textContent === 'wiped'", timeout=15)
-        assert chromium.js("window.__sameDocument") is True  # updated in place, not reloaded
-        assert new in chromium.js("document.querySelector('#devices').textContent")
-        shot = base64.b64decode(chromium.page("Page.captureScreenshot", format="png")["data"])
-        assert shot.startswith(b"\x89PNG")
-        path = tmp_path / "station-page.png"
-        path.write_bytes(shot)
-        print(f"station page screenshot: {path}")
-        assert chromium.js("document.documentElement.scrollWidth") <= 390  # no sideways scroll
+        page.wait_for_function(f"document.querySelectorAll('{ROWS}').length === 4",
+                               timeout=15000)
+        page.wait_for_function("document.querySelector('tr[data-tag=\"DEELIT-MEC-000001\"] "
+                               ".status').textContent === 'gewist'", timeout=15000)
+        assert page.evaluate("window.__sameDocument") is True  # updated in place, not reloaded
+        assert new in page.text_content("table.devices")
+        path = tmp_path / "registry-page.png"
+        page.screenshot(path=str(path), full_page=True)
+        print(f"registry cockpit screenshot: {path}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scroll
     finally:
         server.stop()

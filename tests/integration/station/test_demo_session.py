@@ -35,8 +35,9 @@ def test_session_serves_the_page_on_loopback_and_cleans_up(tmp_path: Path, ci_ou
         made = {sess.lan.router_ns, sess.lan.station_ns, sess.lan.lan_ns}
         assert made <= namespaces() - before
         base = f"http://127.0.0.1:{sess.page_port}"
-        assert sess.page_url == f"{base}/station#token={sess.token}"
-        assert "deelit station" in httpx.get(f"{base}/station", timeout=10).text
+        assert sess.page_url == f"{base}/#token={sess.token}"
+        login = httpx.get(f"{base}/", timeout=10)  # the cockpit: its login view, no data
+        assert login.status_code == 401 and 'action="/ui/login"' in login.text
         assert httpx.get(f"{base}/station/machines", timeout=10).status_code == 401
         assert sess.board() == []  # no laptop yet, but the token is accepted
         assert httpx.get(f"{base}/station/image", timeout=10).json()["build_id"] == (

@@ -38,7 +38,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def row(stage: str, message: str = "", percent: float | None = None, *, key: str = SERIAL,
         action: str | None = "wipe-install", updated: str = "2026-01-01T10:00:00") -> dict[str, object]:
-    """A row as GET /station/machines returns it (http.MachineState)."""
+    """A row as GET /station/machines returns it (board.MachineState)."""
     return {"key": key, "stage": stage, "action": action, "percent": percent, "message": message,
             "serial": key if key == SERIAL else None, "mac": MAC, "asset_tag": None,
             "first_seen": "2026-01-01T10:00:00", "updated": updated}

@@ -318,7 +318,8 @@ def test_http_service(cfg: StationConfig, store: Store, manifest_data: dict[str,
     # the registry API is mounted on the same port
     reg = client.post("/api/v1/devices", json={"serial": "QEMU-1"}, headers=auth)
     assert reg.status_code == 201
-    assert client.get("/station").status_code == 200
+    page = client.get("/station")  # the cockpit, which asks for the token first
+    assert page.status_code == 401 and 'action="/ui/login"' in page.text
 
 
 def test_station_serves_the_points_grading_thresholds(cfg: StationConfig, store: Store, tmp_path: Path) -> None:

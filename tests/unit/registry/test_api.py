@@ -112,10 +112,14 @@ def test_openapi_and_page(app_store: tuple[TestClient, Store]) -> None:
             "/api/v1/devices/{asset_tag}/events", "/api/v1/builds"} <= set(spec["paths"])
     for gone in ("/docs", "/redoc"):  # Swagger UI would load its scripts from the internet
         assert client.get(gone).status_code == 404
-    page = client.get("/")
-    assert page.status_code == 200 and "/static/app.js" in page.text
-    script = client.get("/static/app.js").text
-    assert "/api/v1/session" in script and "localStorage.setItem" not in script
+    assert {"/api/v1/search", "/api/v1/labels.pdf", "/api/v1/devices/{asset_tag}/label.pdf",
+            "/api/v1/devices/{asset_tag}/certificate.pdf"} <= set(spec["paths"])
+    page = client.get("/")  # no token: the login view, and nothing else
+    assert page.status_code == 401 and 'action="/ui/login"' in page.text
+    assert "/static/cockpit.js" in page.text and "/static/vendor/htmx.min.js" in page.text
+    script = client.get("/static/cockpit.js").text
+    assert "/api/v1/session" in script and "localStorage" not in script
+    assert client.get("/static/vendor/htmx.min.js").status_code == 200
 
 
 def test_the_page_trades_its_token_for_a_strict_session_cookie(
