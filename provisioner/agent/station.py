@@ -25,7 +25,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,14 +112,15 @@ class Station:
         # action that may write it; the boot token in cfg only asks and reports progress.
         self.credential: str | None = None
 
-    def progress(self, stage: str, message: str = "", percent: float | None = None,
-                 asset_tag: str | None = None, **details: str | None) -> None:
-        """`details`: what a waiting machine is (mac, maker, model, grade, disks)."""
+    def progress(self, stage: str, message: str = "", *, percent: float | None = None,
+                 asset_tag: str | None = None, facts: Mapping[str, str | None] | None = None
+                 ) -> None:
+        """`facts`: what the machine is, for the station's card (machine_facts)."""
         self.log(f"[{stage}] {message}" + (f" {percent:.0f}%" if percent is not None else ""))
         if not self.cfg.server or not self.cfg.token:
             return
         body = {"key": self.key, "stage": stage, "message": message[:500], "percent": percent,
-                "serial": self.serial, "asset_tag": asset_tag, **details}
+                "serial": self.serial, "asset_tag": asset_tag, **(facts or {})}
         req = urllib.request.Request(
             self.cfg.server + "/station/progress", data=json.dumps(body).encode(), method="POST",
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.cfg.token}"})
@@ -183,6 +184,8 @@ def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
     station.progress("grade", "checking disk health and battery")
     disks = with_known_sizes(inv, disks)
     grade = health.grade_device(inv, disks, batteries, thresholds(cfg))
+    facts = machine_facts(inv, grade, mac)
+    station.progress("grade", f"grade {grade.grade}", facts=facts)
     asks = action == "wait" or bool(cfg.server and cfg.countdown) or bool(
         cfg.stick and not cfg.server and not cfg.batch)
     if screen is None and asks:
@@ -196,9 +199,7 @@ def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
         action = consent.wait_for_approval(
             lambda: station.ask_action(inv.system_serial, mac), screen, what,
             shown=lambda: station.progress(
-                "waiting", "new to the registry: waits for approval at the station", mac=mac,
-                maker=(inv.maker or "")[:128] or None, model=(inv.model or "")[:128] or None,
-                grade=grade.grade, disks=disks_text(inv)))
+                "waiting", "new to the registry: waits for approval at the station", facts=facts))
         if action not in ACTIONS or action in ("auto", "wait"):
             raise DeelitError(f"the station answered {action!r}: not an action")
         if action == "local":
@@ -251,7 +252,7 @@ def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
     if failure is not None:
         raise failure if isinstance(failure, DeelitError) else DeelitError(str(failure))
     where = outcome.asset_tag or f"queued at {outcome.queued_at}"
-    station.progress("done", f"{where}: {outcome.status or 'queued'}", 100.0,
+    station.progress("done", f"{where}: {outcome.status or 'queued'}", percent=100.0,
                      asset_tag=outcome.asset_tag)
     if action != "inventory":
         # Offline, the stick would boot again: power off so the volunteer takes it out.
@@ -266,6 +267,18 @@ def _power(cfg: AgentConfig, how: str) -> None:
 
 def disks_text(inv: Inventory) -> str:
     return ", ".join(f"{d.name} {d.size_bytes / 1e9:.0f} GB" for d in inv.disks)[:300]
+
+
+def machine_facts(inv: Inventory, grade: health.DeviceGrade, mac: str | None) -> dict[str, str | None]:
+    """What the station's card shows of this machine (device data only), short texts."""
+    bat = inv.battery
+    return {"mac": mac, "maker": (inv.maker or "")[:128] or None,
+            "model": (inv.model or "")[:128] or None, "grade": grade.grade,
+            "disks": disks_text(inv),
+            "ram": f"{inv.ram_bytes / (1 << 30):.0f} GiB" if inv.ram_bytes else None,
+            "battery": (f"{bat.health_percent:.0f} %" if bat and bat.health_percent is not None
+                        else None),
+            "reasons": "; ".join(f"{r.component}: {r.message}" for r in grade.reasons)[:500] or None}
 
 
 def _consent(cfg: AgentConfig, action: str, screen: consent.Screen | None, what: list[str],
@@ -331,7 +344,7 @@ def _wipe_and_install(cfg: AgentConfig, action: str, computer: Computer, record:
 
         def wipe_tick(done: int, total: int) -> None:
             if total and done % (64 << 20) < (4 << 20):
-                station.progress("wipe", f"erasing {target}", 100 * done / total)
+                station.progress("wipe", f"erasing {target}", percent=100 * done / total)
 
         result = wiping.wipe(wiping.WipeRequest(
             device=target, method="auto", confirm=confirmation_token(ident), cert_dir=cert_dir,
@@ -343,15 +356,16 @@ def _wipe_and_install(cfg: AgentConfig, action: str, computer: Computer, record:
                    nist_category=result.nist_category, tool="deelit agent",
                    verification="read back" if result.verification else "-",
                    disk={"model": ident.model, "serial": ident.serial, "kind": ident.kind})
-    station.progress("install", f"writing {build_id} to {target}", 0.0)
+    station.progress("install", f"writing {build_id} to {target}", percent=0.0)
     last = [0.0]
 
     def tick(done: int, total: int) -> None:
         pct = 100 * done / total
         if pct - last[0] >= 5:
             last[0] = pct
+            rate = done / max(time.monotonic() - started, 1e-3) / 1e6
             station.progress("install" if done * 2 <= total else "verify",
-                             f"{build_id} -> {target}", pct)
+                             f"{build_id} -> {target}, {rate:.0f} MB/s", percent=pct)
 
     started = time.monotonic()
     result_install = install(source, target, safety=safety, progress=tick)

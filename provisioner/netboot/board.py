@@ -42,6 +42,9 @@ class MachineState:
     model: str | None = None
     grade: str | None = None
     disks: str | None = None
+    ram: str | None = None
+    battery: str | None = None
+    reasons: str | None = None  # the grade's findings, worst first
     first_seen: str = field(default_factory=_now)
     updated: str = field(default_factory=_now)
     stage_since: str = field(default_factory=_now)  # when the current stage began

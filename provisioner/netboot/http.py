@@ -52,6 +52,9 @@ class ProgressIn(BaseModel):
     model: str | None = Field(default=None, max_length=128, pattern=NO_NUL)
     grade: str | None = Field(default=None, pattern="^(A|B|C|reject)$")
     disks: str | None = Field(default=None, max_length=300, pattern=NO_NUL)
+    ram: str | None = Field(default=None, max_length=32, pattern=NO_NUL)
+    battery: str | None = Field(default=None, max_length=64, pattern=NO_NUL)
+    reasons: str | None = Field(default=None, max_length=500, pattern=NO_NUL)  # the grade's
 
 
 class ApprovalIn(BaseModel):

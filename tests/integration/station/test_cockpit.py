@@ -100,15 +100,19 @@ def test_a_cafe_day_from_the_cockpit(tmp_path: Path, browser: Any, station: Stat
                                         ("PF0ABCDE", "LENOVO", "ThinkPad T460", "A"),
                                         ("D8XD62J", "DELL", "Latitude E7470", "C")):
         report(base, agent, key=serial, serial=serial, stage="waiting", maker=maker,
-               model=model, grade=grade, disks="sda 256 GB SSD", mac="00:00:5e:00:53:0a")
+               model=model, grade=grade, disks="sda 256 GB SSD", mac="00:00:5e:00:53:0a",
+               ram="8 GiB", battery="71 %", reasons="battery: 71 % of its design capacity")
     page.wait_for_function(f"document.querySelectorAll('{WAITING}').length === 3")
     report(base, agent, key="00:00:5e:00:53:21", serial="To Be Filled By O.E.M.",
-           mac="00:00:5e:00:53:21", stage="wipe", percent=40.0, maker="ACER",
+           mac="00:00:5e:00:53:21", stage="install", percent=40.0, maker="ACER",
            model="TravelMate P214", grade="B")
     report(base, agent, key="CND7051XYZ", serial="CND7051XYZ", stage="failed", maker="HP",
            model="ProBook 650 G2", message="/dev/sda: ATA security is frozen; suspend")
     report(base, agent, key="R90XK2LP", serial="R90XK2LP", stage="done", asset_tag=tag,
            maker="LENOVO", model="ThinkPad T470", grade="A", message=f"{tag}: ready")
+    lenovo = page.locator(".card[data-key='PF0ABCDE']").text_content()
+    for fact in ("LENOVO ThinkPad T460", "8 GiB", "71 %", "71 % of its design capacity"):
+        assert fact in lenovo, fact
     failed = page.locator(".card[data-key='CND7051XYZ']")
     failed.wait_for()
     assert "ATA-beveiliging bevroren" in failed.locator(".advice").text_content()
