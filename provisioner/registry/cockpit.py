@@ -75,7 +75,7 @@ def _time_left(row: dict[str, Any], now: dt.datetime) -> str | None:
         return None
     spent = (now - dt.datetime.fromisoformat(since)).total_seconds()
     return _since((now - dt.timedelta(seconds=spent * (100 - percent) / percent)).isoformat(),
-                  now) if spent > 0 else None
+                  now) if spent >= 10 else None  # too early to tell
 
 
 def _size(n: int | None) -> str:
