@@ -39,6 +39,10 @@ STAGES = ("pxe", "booted", "inventory", "grade", "waiting", "countdown", "wipe",
           "verify", "report", "done", "failed", "stopped")
 
 
+# A machine whose card says it is finished keeps that card when it reboots to its own disk.
+FINAL_STAGES = ("done", "refused", "stopped")
+
+
 class ProgressIn(BaseModel):
     key: str = Field(max_length=128, pattern=NO_NUL)
     stage: str = Field(pattern="^(" + "|".join(STAGES) + ")$")
@@ -117,8 +121,12 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
         machine = scripts.Machine.from_query(serial, mac, uuid, platform)
         decision = scripts.decide(machine, cfg.default_action, book, store, approvals,
                                    only_approved=cfg.only_approved)
-        board.update(machine.key, stage="pxe", action=decision.action, serial=machine.serial,
-                     mac=machine.mac, message=decision.reason)
+        row = board.find(machine.key)
+        if decision.action == "local" and row is not None and row.stage in FINAL_STAGES:
+            board.update(machine.key, message=decision.reason)  # done: now it boots its disk
+        else:
+            board.update(machine.key, stage="pxe", action=decision.action, serial=machine.serial,
+                         mac=machine.mac, message=decision.reason)
         return scripts.machine_script(cfg, machine, decision, agent_token())
 
     @app.get("/station/action")

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +33,8 @@ SSH_TIMEOUT = 600
 
 
 def image_laptops(tmp_path: Path, specs: list[watch.LaptopSpec], ci_out: Path,
-                  installer_out: Path, hold_approval: float = 0.0
+                  installer_out: Path, hold_approval: float = 0.0,
+                  look: Callable[[session.Session], None] | None = None,
                   ) -> tuple[list[watch.Result], dict[str, int]]:
     """`deelit demo`'s path with these laptops. While the café still runs, the `ci` testinfra
     suite runs on each installed system over SSH; returns the demo's results and each
@@ -43,6 +46,8 @@ def image_laptops(tmp_path: Path, specs: list[watch.LaptopSpec], ci_out: Path,
     suites: dict[str, int] = {}
 
     def after(sess: session.Session, results: list[watch.Result]) -> None:
+        if look is not None:
+            look(sess)
         for tracker, result in zip(sess.trackers, results, strict=True):
             port = sess.ssh_port(tracker, SSH_TIMEOUT)
             suites[result.spec.serial] = verifier.run_suites(
@@ -110,11 +115,27 @@ def test_pxe_bios_laptop_end_to_end(tmp_path: Path, ci_out: Path, installer_out:
           f"{result.ready_s:.0f} s, to disk boot {result.disk_boot_s:.0f} s")
 
 
-def test_pxe_uefi_laptop_end_to_end(tmp_path: Path, ci_out: Path, installer_out: Path) -> None:
+def test_pxe_uefi_laptop_end_to_end(tmp_path: Path, ci_out: Path, installer_out: Path,
+                                   browser: Any) -> None:
     """Its family data untouched and nothing recorded for the 30 s it waits for approval (the
-    BIOS test waits 5 minutes)."""
+    BIOS test waits 5 minutes); then the cockpit shows its card, done, with its asset tag."""
     spec = watch.LaptopSpec("DL-E2E-UEFI-3K8", "52:54:00:de:e1:02", "uefi", family_data=True)
-    [result], suites = image_laptops(tmp_path, [spec], ci_out, installer_out, hold_approval=30)
+    seen: dict[str, str] = {}
+
+    def look(sess: session.Session) -> None:
+        page = browser.new_page(viewport={"width": 1000, "height": 700})
+        page.goto(sess.page_url)
+        card = page.locator(f".card[data-key='{spec.serial}'].stage-done")
+        card.wait_for(timeout=30000)
+        seen["card"] = card.text_content() or ""
+        (tmp_path / "logs").mkdir(exist_ok=True)
+        page.screenshot(path=str(tmp_path / "logs" / "cockpit-e2e.png"))
+        page.close()
+
+    [result], suites = image_laptops(tmp_path, [spec], ci_out, installer_out, hold_approval=30,
+                                     look=look)
+    assert spec.serial in seen["card"] and "DEELIT-TEST" in seen["card"]
+    assert str(result.device.asset_tag) in seen["card"]
     assert_screen_said(tmp_path / "logs", "laptop1", spec)
     assert_imaged_and_ready(result, build_id_of(ci_out))
     assert suites == {spec.serial: 0}, "ci testinfra suite on the installed laptop failed"

@@ -11,6 +11,8 @@ from provisioner.netboot.approvals import Approvals
 from provisioner.netboot.board import Board, StationDesk
 from provisioner.netboot.credentials import MachineCredentials
 from provisioner.registry.errors import NotFound
+from provisioner.registry.lifecycle import EventType
+from provisioner.registry.schemas import EventIn
 from provisioner.registry.settings import Settings
 from provisioner.registry.store import Store
 
@@ -57,3 +59,30 @@ def test_counts_version_and_placeholders(desk: StationDesk) -> None:
     flagged = {r["key"]: r["serial_placeholder"] for r in desk.machines()}
     assert flagged["00:00:5e:00:53:01"] is True and flagged["D4"] is False
     assert desk.board.find("deelit-mec-000001").key == "D4"  # type: ignore[union-attr]
+
+
+def test_a_finished_machine_keeps_its_card_when_it_boots_its_disk(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from provisioner.netboot.config import StationConfig
+    from provisioner.netboot.http import create_app
+    from provisioner.registry.schemas import DeviceIn
+    from provisioner.registry.tokens import Caller
+
+    (tmp_path / "data").mkdir()
+    cfg = StationConfig(interface="br-lan", server_ip="127.0.0.1", subnet="127.0.0.0",
+                        data_dir=tmp_path / "data", run_dir=tmp_path / "run",
+                        image_dir=tmp_path / "image", installer_dir=tmp_path / "installer")
+    store = Store(Settings(data_dir=cfg.data_dir))
+    tag = store.register(DeviceIn(serial="PF0READY", maker="LENOVO"), Caller("st")).asset_tag
+    for kind in ("wiped", "imaged", "verified", "ready"):
+        store.add_event(tag, EventIn(type=EventType(kind)), Caller("st"))
+    app = create_app(cfg, None, store.create_token("st", scope="boot"), store)
+    client = TestClient(app)
+    app.state.board.update("PF0READY", stage="done", asset_tag=tag, message=f"{tag}: ready")
+    assert "deelit.action" not in client.get("/boot.ipxe", params={"serial": "PF0READY"}).text
+    row = app.state.board.find("PF0READY")
+    assert row.stage == "done" and "ready" in row.message  # type: ignore[union-attr]
+    client.get("/boot.ipxe", params={"serial": "PF0OTHER"})  # a new one still starts at pxe
+    assert app.state.board.find("PF0OTHER").stage == "pxe"  # type: ignore[union-attr]
+    store.close()
