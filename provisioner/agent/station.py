@@ -342,9 +342,13 @@ def _wipe_and_install(cfg: AgentConfig, action: str, computer: Computer, record:
         cert_dir = (cfg.stick / "deelit" / "certificates" if cfg.stick
                     else Path("/var/lib/deelit/certificates"))
 
+        wipe_started = time.monotonic()
+
         def wipe_tick(done: int, total: int) -> None:
             if total and done % (64 << 20) < (4 << 20):
-                station.progress("wipe", f"erasing {target}", percent=100 * done / total)
+                rate = done / max(time.monotonic() - wipe_started, 1e-3) / 1e6
+                station.progress("wipe", f"erasing {target}, {rate:.0f} MB/s",
+                                 percent=100 * done / total)
 
         result = wiping.wipe(wiping.WipeRequest(
             device=target, method="auto", confirm=confirmation_token(ident), cert_dir=cert_dir,
