@@ -41,6 +41,9 @@ _SQUASHFS_PERCENT = re.compile(rb"filesystem\.squashfs\s+(\d{1,3})%")
 BootPhase = tuple[str, str, float | None]  # stage, message, percent
 
 
+_RATE = re.compile(r", \d+ MB/s$")
+
+
 def boot_phase(recent: bytes) -> BootPhase | None:
     """Where the installer's boot is, from the console's recent output: the latest mark wins;
     while live-boot downloads the squashfs, its wget's own percent."""
@@ -169,8 +172,10 @@ class Tracker:
             self.percent = float(pct) if pct is not None and self.stage in PERCENT_STAGES else None
             if boot is not None and self.stage == "pxe" and self.action != "local":
                 self.stage, self.message, self.percent = boot
-            if (self.stage, self.message) != self._shown:
-                self._shown = (self.stage, self.message)
+            # a new stage or message gets a line; the agent's running MB/s alone does not
+            steady = _RATE.sub("", self.message)
+            if (self.stage, steady) != self._shown:
+                self._shown = (self.stage, steady)
                 self._quarter = -1 if self.percent is None else int(self.percent // 25)
                 text = self.message
                 if self.stage == "pxe" and self.action:

@@ -398,3 +398,15 @@ def test_whiptail_dialog_is_told_from_other_screens(tmp_path: Path) -> None:
     assert not watch.shows_whiptail_dialog(_screen(tmp_path, "console.png", (0, 0, 0), vga_grey))
     assert not watch.shows_whiptail_dialog(_screen(tmp_path, "blue.png", vga_blue, None))
     assert not watch.shows_whiptail_dialog(_screen(tmp_path, "desktop.png", (40, 90, 160), (230, 230, 230)))
+
+
+def test_the_running_rate_alone_adds_no_line() -> None:
+    spec = watch.LaptopSpec("PF0RATE1", "52:54:00:00:00:77")
+    t = watch.Tracker("laptop1", spec)
+    rows = [{"key": "PF0RATE1", "serial": "PF0RATE1", "stage": "install", "percent": 10.0,
+             "message": "ci-1 -> /dev/sda, 40 MB/s", "updated": "1"}]
+    assert len(t.observe(1.0, rows, None, False)) == 1
+    rows[0].update(percent=12.0, message="ci-1 -> /dev/sda, 44 MB/s", updated="2")
+    assert t.observe(2.0, rows, None, False) == []
+    rows[0].update(stage="verify", percent=60.0, updated="3")
+    assert len(t.observe(3.0, rows, None, False)) == 1
