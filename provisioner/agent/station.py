@@ -269,12 +269,18 @@ def disks_text(inv: Inventory) -> str:
     return ", ".join(f"{d.name} {d.size_bytes / 1e9:.0f} GB" for d in inv.disks)[:300]
 
 
+def disks_health_text(grade: health.DeviceGrade) -> str:
+    """Each graded disk with its health as the grade says it: 'ssd 256 GB: A'."""
+    return ", ".join(f"{d.kind} {(d.size_bytes or 0) / 1e9:.0f} GB: {d.grade}"
+                     for d in grade.disks)[:300]
+
+
 def machine_facts(inv: Inventory, grade: health.DeviceGrade, mac: str | None) -> dict[str, str | None]:
     """What the station's card shows of this machine (device data only), short texts."""
     bat = inv.battery
     return {"mac": mac, "maker": (inv.maker or "")[:128] or None,
             "model": (inv.model or "")[:128] or None, "grade": grade.grade,
-            "disks": disks_text(inv),
+            "disks": disks_health_text(grade) or disks_text(inv),
             "ram": f"{inv.ram_bytes / (1 << 30):.0f} GiB" if inv.ram_bytes else None,
             "battery": (f"{bat.health_percent:.0f} %" if bat and bat.health_percent is not None
                         else None),

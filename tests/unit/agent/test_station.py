@@ -77,3 +77,21 @@ def test_disk_size_from_the_kernel_when_smart_has_none() -> None:
              DiskHealth(source="/dev/sda", reader="smartctl-json", size_bytes=5)]
     got = station.with_known_sizes(inv, disks)
     assert [d.size_bytes for d in got] == [3 << 30, 5]
+
+
+def test_the_cards_facts_carry_disk_health_memory_battery_and_reasons() -> None:
+    from provisioner.agent.battery import Battery
+    from provisioner.agent.health import DeviceGrade, DiskGrade, Reason
+    from provisioner.agent.inventory import Inventory
+    from provisioner.agent.station import machine_facts
+
+    worn = Reason(component="battery", code="wear", grade="B", message="58 % of design capacity")
+    grade = DeviceGrade(grade="B", reasons=[worn], disks=[
+        DiskGrade(source="/dev/sda", model="ST500", serial="S1", kind="hdd",
+                  size_bytes=500_000_000_000, grade="B", reasons=[])])
+    inv = Inventory.model_construct(maker="LENOVO", model="20AN", ram_bytes=8 << 30, disks=[],
+                                    battery=Battery(name="BAT0", unit="uWh", full=582, design=1000))
+    facts = machine_facts(inv, grade, "00:00:5e:00:53:01")
+    assert facts["disks"] == "hdd 500 GB: B" and facts["ram"] == "8 GiB"
+    assert facts["battery"] == "58 %" and facts["reasons"] == "battery: 58 % of design capacity"
+    assert (facts["maker"], facts["grade"], facts["mac"]) == ("LENOVO", "B", "00:00:5e:00:53:01")
