@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(3600)]
 # a device's identity; a laptop whose serial is a placeholder needs its NIC's burnt-in MAC,
 # here one of the addresses RFC 7042 sets aside for documentation (00-00-5E-00-53-xx).
 BURNT_IN_MAC = "00:00:5e:00:53:04"
-INSTALL_TIMEOUT = 1800  # TCG: power-on to the boot from disk, 4x what a quiet machine takes
+INSTALL_TIMEOUT = 1200  # TCG: power-on to the boot from disk, ~3x what a quiet machine takes
 SSH_TIMEOUT = 600
 
 

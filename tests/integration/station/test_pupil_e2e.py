@@ -23,7 +23,7 @@ from . import pupil_checks as pupil
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(3600)]
 
-INSTALL_TIMEOUT = 2400  # 4x a quiet machine's figure: a hang fails within CI's time
+INSTALL_TIMEOUT = 1800  # ~3x a quiet machine's figure: a hang fails within CI's time
 
 
 # BIOS in `make test` by default; UEFI (808 s more) is `heavy_vm`: see the README's "Tests".
