@@ -127,7 +127,9 @@ def test_a_cafe_day_from_the_cockpit(tmp_path: Path, browser: Any, station: Stat
     print(f"cockpit board screenshot: {shot}")
 
     # act on the waiting ones
-    page.click(".card[data-key='PF0ABCDE'] button.approve")
+    # by keyboard: the approve button takes the focus and Enter presses it
+    page.focus(".card[data-key='PF0ABCDE'] button.approve")
+    page.keyboard.press("Enter")
     page.wait_for_function(f"document.querySelectorAll('{WAITING}').length === 2")
     assert approvals.verdict("PF0ABCDE") == "approved"
     page.click(".card[data-key='D8XD62J'] button.refuse")
@@ -138,8 +140,11 @@ def test_a_cafe_day_from_the_cockpit(tmp_path: Path, browser: Any, station: Stat
     assert approvals.verdict("5CG1234ABC") == "approved"
     assert store.find_device(serial="5CG1234ABC") is None  # approval records nothing itself
 
-    # a batch, on and off
+    # a batch, on and off; a live update while the volunteer types keeps what is typed
     page.fill("input[name=count]", "4")
+    report(base, agent, key="PF0LATE1", serial="PF0LATE1", stage="inventory")
+    page.wait_for_selector(".card[data-key='PF0LATE1']")
+    assert page.input_value("input[name=count]") == "4"
     page.click("#arm")
     page.wait_for_selector("section.batch.on")
     banner = " ".join(page.text_content("section.batch").split())
@@ -164,7 +169,7 @@ def test_a_cafe_day_from_the_cockpit(tmp_path: Path, browser: Any, station: Stat
 
     # find it, open it, lend it out
     page.fill("#q", "r90xk2lp".upper())
-    page.click("form.search button")
+    page.press("#q", "Enter")
     page.wait_for_selector(f"article.device[data-asset-tag='{tag}']")
     assert "ThinkPad T470" in page.text_content(".facts")
     assert page.locator("table.history tbody tr").count() == len(store.get_device(tag).events)

@@ -439,7 +439,12 @@ def test_agent_token_does_what_the_agent_needs_and_nothing_more(cfg: StationConf
     # the API's schema: the station's routes and the registry's, for the station only
     assert client.get("/openapi.json", headers=agent).status_code == 403
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/station/approve", "/station/batch", "/api/v1/devices"} <= set(paths)
+    # everything the cockpit shows and does (README, "The cockpit")
+    assert {"/station/approve", "/station/refuse", "/station/batch", "/station/retry",
+            "/station/today", "/station/machines", "/api/v1/devices", "/api/v1/search",
+            "/api/v1/labels.pdf", "/api/v1/devices/{asset_tag}/label.pdf",
+            "/api/v1/devices/{asset_tag}/certificate.pdf",
+            "/api/v1/devices/{asset_tag}/events"} <= set(paths)
     client.delete("/api/v1/session")
     assert client.get(f"/api/v1/devices/{tag}", headers=station).json()["status"] == "ready"
     # a revoked agent token (deelit registry token revoke) opens nothing any more
