@@ -41,14 +41,15 @@ def serve(
                                                    "DEELIT-{point}-{number:06d}",
                                                    envvar="DEELIT_ASSET_TAG_FORMAT")] = None,
 ) -> None:
-    """Run the HTTP API and the station page (uvicorn)."""
+    """Run the HTTP API and the cockpit (uvicorn): open / and log in with a station token."""
     import uvicorn
 
     from provisioner.registry.api import create_app
 
     settings = _settings(data, db, default_point=point, asset_tag_format=tag_format)
     app = create_app(settings)
-    out.print(f"registry on http://{host}:{port}/  (database: {settings.url.split('@')[-1]})")
+    out.print(f"registry on http://{host}:{port}/  (database: {settings.url.split('@')[-1]}); "
+              "the cockpit asks for a station token (deelit registry token create)")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
