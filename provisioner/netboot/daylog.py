@@ -59,10 +59,12 @@ class DayLog:
                 self._file = None
 
     def _open(self, today: dt.date) -> None:
+        was_writing = self._day if self._file is not None else None
         if self._file is not None:
             self._file.close()
         if self.path.exists():
-            written = dt.date.fromtimestamp(self.path.stat().st_mtime)
+            # the day it was written: the one this log was writing, else (a restart) its mtime
+            written = was_writing or dt.date.fromtimestamp(self.path.stat().st_mtime)
             if written != today:
                 os.replace(self.path, self._dated(written))
         self._age_out(today)

@@ -37,6 +37,8 @@ def test_a_restart_on_another_day_rotates_the_old_file(tmp_path: Path) -> None:
     written = time.mktime(dt.date(2026, 11, 5).timetuple())
     os.utime(path, (written, written))
     DayLog(path, today=lambda: dt.date(2026, 11, 9)).copy_from([b"four days on\n"])
+    written = time.mktime(dt.date(2026, 11, 9).timetuple())  # as if written that day
+    os.utime(path, (written, written))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dnsmasq.log", "dnsmasq.log.2026-11-02",
                                                           "dnsmasq.log.2026-11-05"]
     DayLog(path, today=lambda: dt.date(2026, 12, 5)).copy_from([b"a month on\n"])
