@@ -164,7 +164,8 @@ def cockpit_router(store: Store, panel: StationPanel | None) -> APIRouter:
     def set_language(code: Annotated[str, PathParam(pattern="^(nl|en)$")],
                      back: Annotated[str, Query(max_length=300, pattern=NO_NUL)] = "/") -> Response:
         # only a path on this site: never a redirect to somewhere else
-        target = back if back.startswith("/") and not back.startswith("//") else "/"
+        # ("/\\host" is "//host" to a browser)
+        target = back if back.startswith("/") and back[1:2] not in ("/", "\\") else "/"
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(LANG_COOKIE, code, samesite="strict", path="/",
                             max_age=365 * 24 * 3600)

@@ -90,7 +90,7 @@ def test_pages_need_the_station_token(app_store: tuple[TestClient, Store]) -> No
     assert missing.status_code == 404 and "Niets gevonden" in missing.text
     # the language switch only ever goes back to a page of this site
     for back, where in (("/ui/devices?q=x", "/ui/devices?q=x"), ("//evil.example/", "/"),
-                        ("https://evil.example/", "/")):
+                        ("https://evil.example/", "/"), ("/\\evil.example/", "/")):
         r = client.get("/ui/lang/en", params={"back": back}, follow_redirects=False)
         assert r.headers["location"] == where, back
     assert "Nothing found" in client.get("/ui/devices", params={"q": "NOPE"}).text
