@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
-from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -25,11 +24,11 @@ from provisioner.netboot.config import StationConfig
 from provisioner.netboot.credentials import MachineCredentials
 from provisioner.netboot.images import PreparedImage
 from provisioner.registry.access import AGENT_LIMITS, TokenScope
-from provisioner.registry.api import BodyLimit, presented_token
+from provisioner.registry.api import BodyLimit
 from provisioner.registry.api import create_app as registry_app
 from provisioner.registry.errors import NotFound
-from provisioner.registry.labels import labels_pdf
 from provisioner.registry.schemas import NO_NUL
+from provisioner.registry.session import presented_token
 from provisioner.registry.store import Store
 from provisioner.registry.tokens import Caller
 
@@ -230,16 +229,6 @@ def create_app(cfg: StationConfig, image: PreparedImage | None,
         if image is None or name not in IMAGE_FILES:
             raise HTTPException(404, f"not an image file: {name}")
         return _file(image.folder / name)
-
-    @app.get("/station/label/{asset_tag}.pdf")
-    def label(asset_tag: Annotated[str, PathParam(max_length=64)], who: StationAuth) -> Response:
-        # A link sends the page's session cookie: no token in its address.
-        try:
-            device = store.get_device(asset_tag)
-        except NotFound as exc:
-            raise HTTPException(404, str(exc)) from exc
-        pdf = labels_pdf([device], "roll62")
-        return Response(pdf, media_type="application/pdf")
 
     @app.get("/station", include_in_schema=False)
     def page() -> RedirectResponse:

@@ -20,8 +20,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from provisioner.registry import session as sessions
 from provisioner.registry.access import AGENT_LIMITS, TokenScope
-from provisioner.registry.cockpit import SESSION_COOKIE, StationPanel, cockpit_router
+from provisioner.registry.cockpit import StationPanel, cockpit_router
 from provisioner.registry.errors import RegistryError
 from provisioner.registry.labels import Layout, certificate_pdf, labels_pdf
 from provisioner.registry.lifecycle import EventType
@@ -35,6 +36,7 @@ from provisioner.registry.schemas import (
     EventOut,
     RegisterOut,
 )
+from provisioner.registry.session import presented_token
 from provisioner.registry.settings import Settings
 from provisioner.registry.store import Store
 from provisioner.registry.tokens import Caller
@@ -54,16 +56,6 @@ WEB = resources.files("provisioner.registry") / "web" / "static"
 _bearer = HTTPBearer(auto_error=False,
                      description="per-station token: deelit registry token create STATION "
                                  "(agent-scoped tokens may only register and post intake events)")
-
-
-# The page's session: the station token in an HttpOnly, SameSite=Strict cookie (set by POST
-# /api/v1/session from the token the page was opened with), so no token stays in an address,
-# a link or the browser's storage, and no other site can make the browser use it.
-
-
-def presented_token(request: Request, creds: HTTPAuthorizationCredentials | None) -> str | None:
-    """The bearer token, else the page's session cookie."""
-    return creds.credentials if creds else request.cookies.get(SESSION_COOKIE)
 
 
 def _caller(
@@ -257,12 +249,11 @@ def create_app(settings: Settings, store: Store | None = None,
             raise HTTPException(401, "this token is unknown, expired or revoked")
         if who.scope != TokenScope.station:
             raise HTTPException(403, "the page needs a station token")
-        response.set_cookie(SESSION_COOKIE, body.token, httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https", path="/")
+        sessions.open_session(response, request, body.token)
 
     @app.delete("/api/v1/session", status_code=204)
     def close_session(response: Response) -> None:
-        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        sessions.close_session(response)
 
     @app.get("/api/v1/health", include_in_schema=False)
     def health() -> dict[str, bool]:

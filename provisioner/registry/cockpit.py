@@ -25,10 +25,10 @@ from provisioner.registry.cockpit_text import TEXT
 from provisioner.registry.errors import Conflict, NotFound, RegistryError
 from provisioner.registry.lifecycle import EventType
 from provisioner.registry.schemas import NO_NUL, EventIn
+from provisioner.registry.session import close_session, open_session, presented_token
 from provisioner.registry.store import Store
 from provisioner.registry.tokens import Caller
 
-SESSION_COOKIE = "deelit_session"
 LANG_COOKIE = "deelit_lang"
 STATUS_CHANGES = (EventType.loaned, EventType.returned, EventType.repaired, EventType.retired)
 STREAM_EVERY = 0.5  # seconds between looks at the board and the registry for the live stream
@@ -98,8 +98,7 @@ def cockpit_router(store: Store, panel: StationPanel | None) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     def who(request: Request) -> Caller | None:
-        auth = request.headers.get("authorization", "")
-        token = auth[7:] if auth.lower().startswith("bearer ") else request.cookies.get(SESSION_COOKIE)
+        token = presented_token(request)
         caller = store.authenticate(token) if token else None
         return caller if caller is not None and caller.scope == TokenScope.station else None
 
@@ -150,14 +149,13 @@ def cockpit_router(store: Store, panel: StationPanel | None) -> APIRouter:
         if caller is None or caller.scope != TokenScope.station:
             return login(request, "token")
         response = RedirectResponse("/", status_code=303)
-        response.set_cookie(SESSION_COOKIE, token.strip(), httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https", path="/")
+        open_session(response, request, token.strip())
         return response
 
     @router.post("/ui/logout")
     def log_out() -> Response:
         response = RedirectResponse("/", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        close_session(response)
         return response
 
     @router.get("/ui/lang/{code}")

@@ -418,7 +418,7 @@ def test_agent_token_does_what_the_agent_needs_and_nothing_more(cfg: StationConf
                            headers=own).status_code == 201, kind
     # what the station page and people do
     refused = [client.get("/station/machines", headers=agent),
-               client.get(f"/station/label/{tag}.pdf", headers=agent),
+               client.get(f"/api/v1/devices/{tag}/label.pdf", headers=agent),
                client.get("/api/v1/devices", headers=agent),
                client.get(f"/api/v1/devices/{tag}", headers=agent),
                client.get("/api/v1/builds", headers=agent),
@@ -430,12 +430,12 @@ def test_agent_token_does_what_the_agent_needs_and_nothing_more(cfg: StationConf
     station_token = station["Authorization"].removeprefix("Bearer ")
     assert client.get("/station/machines", headers=station).json()[0]["stage"] == "grade"
     # a label link carries no token: the page's session cookie opens it
-    assert client.get(f"/station/label/{tag}.pdf").status_code == 401
-    assert client.get(f"/station/label/{tag}.pdf", params={"token": station_token}).status_code == 401
+    assert client.get(f"/api/v1/devices/{tag}/label.pdf").status_code == 401
+    assert client.get(f"/api/v1/devices/{tag}/label.pdf", params={"token": station_token}).status_code == 401
     assert client.post("/api/v1/session", json={"token": station_token}).status_code == 204
-    label = client.get(f"/station/label/{tag}.pdf")
+    label = client.get(f"/api/v1/devices/{tag}/label.pdf")
     assert label.status_code == 200 and label.content.startswith(b"%PDF")
-    assert client.get("/station/label/DEELIT-MEC-999999.pdf").status_code == 404
+    assert client.get("/api/v1/devices/DEELIT-MEC-999999/label.pdf").status_code == 404
     # the API's schema: the station's routes and the registry's, for the station only
     assert client.get("/openapi.json", headers=agent).status_code == 403
     paths = client.get("/openapi.json").json()["paths"]
