@@ -6,8 +6,8 @@ NL: dict[str, str] = {
     "title": "deelit: het station",
     "title_registry": "deelit: het register",
     "login_title": "Aanmelden",
-    "login_intro": "Open het adres dat `deelit serve` toont, of plak hier de stationssleutel "
-                   "(station token).",
+    "login_intro": "Open het adres dat deelit toont (met #token=…), of plak hier de "
+                   "stationssleutel (station token).",
     "login_token": "Stationssleutel",
     "login_go": "Aanmelden",
     "login_wrong": "Deze sleutel is onbekend, verlopen of ingetrokken, of is geen "
@@ -103,7 +103,8 @@ EN: dict[str, str] = {
     "title": "deelit: the station",
     "title_registry": "deelit: the registry",
     "login_title": "Log in",
-    "login_intro": "Open the address `deelit serve` prints, or paste the station token here.",
+    "login_intro": "Open the address deelit prints (with #token=…), or paste the station "
+                   "token here.",
     "login_token": "Station token",
     "login_go": "Log in",
     "login_wrong": "This token is unknown, expired or revoked, or is not a station token.",
