@@ -53,7 +53,7 @@ image: setup
 	$(DEELIT) build $(PROFILE)
 
 lint: python
-	$(VENV)/bin/ruff check provisioner tests bench
+	$(VENV)/bin/ruff check provisioner tests bench collections
 	$(VENV)/bin/mypy
 	$(VENV)/bin/ansible-lint --profile production roles
 

@@ -39,7 +39,7 @@ from rich.console import Console
 from provisioner import procs
 from provisioner.build.mirrors import resolve_mirrors
 from provisioner.errors import DeelitError
-from provisioner.profile import ROLES_DIR, Profile, load_profile
+from provisioner.profile import COLLECTIONS_DIR, ROLES_DIR, Profile, load_profile
 
 # Roles that describe how an image is made, not a laptop in use (see the module docstring).
 BUILD_ONLY_ROLES = frozenset({"base"})
@@ -165,6 +165,7 @@ def ansible_env(work: Path, sockets: Path, *, host_key_check: bool, roles_dir: P
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "ANSIBLE_CONFIG": str(work / "ansible.cfg"),
         "ANSIBLE_ROLES_PATH": str(roles_dir.resolve()),
+        "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS_DIR),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
         "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",

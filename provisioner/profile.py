@@ -29,6 +29,8 @@ from provisioner.problems import key_path, model_problems, raise_all, shown
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 IMAGES_DIR = PROJECT_ROOT / "images"
 ROLES_DIR = PROJECT_ROOT / "roles"
+# deelit.laptop: the module the roles write their files with (one module run for many files)
+COLLECTIONS_DIR = PROJECT_ROOT / "collections"
 
 SUITES = ("trixie", "bookworm")
 Component = Literal["main", "contrib", "non-free", "non-free-firmware"]

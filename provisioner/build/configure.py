@@ -56,6 +56,7 @@ def ansible_env(ctx: BuildContext) -> dict[str, str]:
         "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
         "ANSIBLE_CONFIG": str(_empty_config(ctx.work)),  # no stray ansible.cfg from elsewhere
         "ANSIBLE_ROLES_PATH": str(ctx.roles_dir),
+        "ANSIBLE_COLLECTIONS_PATH": str(ctx.collections_dir),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
         "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",

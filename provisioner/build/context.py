@@ -53,3 +53,7 @@ class BuildContext:
     @property
     def roles_dir(self) -> Path:
         return self.project / "roles"
+
+    @property
+    def collections_dir(self) -> Path:
+        return self.project / "collections"

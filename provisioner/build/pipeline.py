@@ -153,7 +153,7 @@ def role_digests(profile: Profile, roles_dir: Path) -> dict[str, str]:
 def cache_keys(
     profile: Profile, mirrors_lines: list[str], roles: dict[str, str], sde: int,
     image_lines: list[str] | None = None, role_packages: dict[str, list[str]] | None = None,
-    play: dict[str, object] | None = None,
+    play: dict[str, object] | None = None, collections: str = "",
 ) -> CacheKeys:
     """Every cache key of a build. SOURCE_DATE_EPOCH is in each: the tree shares inodes with the
     bootstrap and the layers, and finalize clamps their times to it."""
@@ -169,7 +169,7 @@ def cache_keys(
         below = digest_json({
             "below": below, "role": role.name, "digest": roles[role.name], "vars": role.vars,
             "image_sources": image_lines or mirrors_lines, "play": play or {}, "code": layer_code,
-            "sde": sde,
+            "collections": collections, "sde": sde,
         })
         layer_keys.append(below)
     tree_key = digest_json({
@@ -191,14 +191,16 @@ def prepare(
     _check_out_dir(out_dir)
     mirrors = resolve_mirrors(profile.mirror, profile.security_mirror)
     image_mirrors = resolve_mirrors(profile.apt_sources.mirror, profile.apt_sources.security_mirror)
-    inputs = [*profile.source_files, *(project / "roles" / r.name for r in profile.roles)]
+    inputs = [*profile.source_files, *(project / "roles" / r.name for r in profile.roles),
+              project / "collections"]
     sde = source_date_epoch(project, inputs)
     stage_role_inputs(profile, project / "roles")  # before the digests that cover them
     roles = role_digests(profile, project / "roles")
     play = configure_mod.play_vars(profile, image_mirrors.debian, image_mirrors.security)
     packages = role_packages.declared(profile, project / "roles", play)
     keys = cache_keys(profile, mirrors.source_lines(profile.suite, profile.components), roles, sde,
-                      image_mirrors.source_lines(profile.suite, profile.components), packages, play)
+                      image_mirrors.source_lines(profile.suite, profile.components), packages, play,
+                      digest_tree(project / "collections"))
     work = cache.staging(profile.name)
     log = cache.root / "logs" / f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)

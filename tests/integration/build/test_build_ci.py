@@ -85,6 +85,7 @@ def test_role_change_reruns_that_role_only(ci_build: Path, tmp_path: Path,
     project = tmp_path / "project"
     project.mkdir()
     shutil.copytree(PROJECT_ROOT / "roles", project / "roles")
+    shutil.copytree(PROJECT_ROOT / "collections", project / "collections")
     last = load_profile("ci").roles[-1].name
     with (project / "roles" / last / "defaults" / "main.yml").open("a") as f:
         f.write("# touched by test_role_change_reruns_that_role_only\n")
