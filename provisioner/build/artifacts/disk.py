@@ -182,14 +182,16 @@ def write(ctx: BuildContext, options: DiskOutput, dest: Path) -> DiskStats:
     lap("tree")
     grub_dir = _bios_core(ctx, root, scratch / "grub", ids)
     lap("grub-mkimage")
-    esp_img = _esp_image(ctx, scratch / "esp.img", layout.esp, ids)
-    lap("esp")
-    root_img = _root_image(ctx, root, scratch / "root.img", layout.root, ids)
-    lap("mkfs.ext4")
     raw = scratch / f"{name}.img"
-    _assemble(ctx, raw, layout, {layout.esp: esp_img, layout.root: root_img})
+    _partition(ctx, raw, layout)
+    _copy_in(raw, layout.esp, _esp_image(ctx, scratch / "esp.img", layout.esp, ids))
+    lap("esp")
+    _root_filesystem(ctx, root, raw, layout.root, ids)
+    if raw.stat().st_size != layout.size:  # the backup GPT sits in the image's last MiB
+        raise StepFailed("artifacts", f"mke2fs changed the size of {raw}", None)
+    lap("mkfs.ext4")
     _install_bios_boot(ctx, raw, grub_dir, scratch)
-    lap("assemble")
+    lap("bios-boot")
     block_map = bmap.create(raw)
     block_map.write(dest / f"{name}.bmap")
     lap("bmap")
@@ -317,7 +319,9 @@ def _tree_bytes(tree: Path) -> int:
     return int(out[0]) if out and out[0].isdigit() else 0
 
 
-def _root_image(ctx: BuildContext, root: Path, image: Path, part: Partition, ids: DiskIds) -> Path:
+def _root_filesystem(ctx: BuildContext, root: Path, raw: Path, part: Partition, ids: DiskIds) -> None:
+    """mke2fs -d straight into the root partition of the disk image (-E offset): the data is
+    written once, not to a partition image first and then copied in."""
     needed = _tree_bytes(root) * 12 // 10 + 64 * MiB  # metadata, journal and some room
     if needed > part.size:
         raise StepFailed(
@@ -331,16 +335,17 @@ def _root_image(ctx: BuildContext, root: Path, image: Path, part: Partition, ids
     # The image's own mke2fs (run through its own dynamic loader, no chroot): its features match
     # the image's GRUB, kernel and e2fsck, and since e2fsprogs 1.47.1 it sets every inode time to
     # SOURCE_DATE_EPOCH (the host's 1.47.0 copies ctime/atime, which differ on every build).
+    # nodiscard: the file is new and sparse; nothing outside the partition is touched.
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(ctx.source_date_epoch),
            "MKE2FS_CONFIG": str(ctx.tree / "etc/mke2fs.conf")}
     mke2fs = [*_tree_program(ctx.tree), ctx.tree / "usr/sbin/mke2fs"]
     run_logged(
         "artifacts",
         [*mke2fs, "-q", "-F", "-t", "ext4", "-L", ROOT_LABEL, "-U", ids.root_fs,
-         "-E", f"hash_seed={ids.root_hash_seed}", "-d", root, image, f"{part.size // 1024}k"],
-        ctx.log, env=env, shown=["mke2fs (the image's)", "-d", root, image],
+         "-E", f"hash_seed={ids.root_hash_seed},offset={part.start},nodiscard", "-d", root, raw,
+         f"{part.size // 1024}k"],
+        ctx.log, env=env, shown=["mke2fs (the image's)", "-d", root, f"{raw} at {part.start}"],
     )
-    return image
 
 
 def _tree_program(tree: Path) -> list[str | Path]:
@@ -349,28 +354,28 @@ def _tree_program(tree: Path) -> list[str | Path]:
             f"{tree}/usr/lib/x86_64-linux-gnu"]
 
 
-def _assemble(ctx: BuildContext, raw: Path, layout: Layout, images: dict[Partition, Path]) -> None:
-    """sfdisk on a sparse file, then each partition image copied in by its data extents."""
+def _partition(ctx: BuildContext, raw: Path, layout: Layout) -> None:
+    """The disk image as a sparse file with its partition table (sfdisk)."""
     with raw.open("wb") as f:
         f.truncate(layout.size)
     script = raw.with_name("partitions.sfdisk")
     script.write_text(layout.sfdisk_script())
     run_logged("artifacts", ["sh", "-c", 'exec sfdisk --no-reread --no-tell-kernel "$1" < "$2"',
                              "sfdisk", raw, script], ctx.log, shown=["sfdisk", raw])
-    dst = os.open(raw, os.O_WRONLY)
+
+
+def _copy_in(raw: Path, part: Partition, image: Path) -> None:
+    """A partition image copied into its partition by its data extents."""
+    size = image.stat().st_size
+    if size > part.size:
+        raise StepFailed("artifacts", f"{image.name} ({size} bytes) is larger than "
+                         f"partition {part.name} ({part.size} bytes)", None)
+    dst, src = os.open(raw, os.O_WRONLY), os.open(image, os.O_RDONLY)
     try:
-        for part, image in images.items():
-            size = image.stat().st_size
-            if size > part.size:
-                raise StepFailed("artifacts", f"{image.name} ({size} bytes) is larger than "
-                                 f"partition {part.name} ({part.size} bytes)", None)
-            src = os.open(image, os.O_RDONLY)
-            try:
-                for start, end in bmap.data_extents(src, size):
-                    _copy_range(src, dst, start, end - start, part.start + start)
-            finally:
-                os.close(src)
+        for start, end in bmap.data_extents(src, size):
+            _copy_range(src, dst, start, end - start, part.start + start)
     finally:
+        os.close(src)
         os.close(dst)
 
 
