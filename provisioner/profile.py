@@ -66,6 +66,12 @@ class DiskOutput(_Strict):
         default=None, pattern=r"^[a-z0-9][a-z0-9._-]*$",
         description="file name stem: NAME.img.zst + NAME.bmap (default: the profile name)",
     )
+    boot_password_hash_file: str | None = Field(
+        default=None, pattern=r"^[/~]",
+        description="absolute path of a file with the GRUB superuser's PBKDF2 hash "
+                    "(grub-mkpasswd-pbkdf2), kept outside the profile; default: the build makes a "
+                    "random password and keeps it in the output folder, readable by root only",
+    )
 
 
 class AptSources(_Strict):

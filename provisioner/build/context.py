@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from provisioner.build.artifacts.boot_password import BootPassword
 from provisioner.build.cache import Cache
 from provisioner.build.mirrors import Mirrors
 from provisioner.profile import Profile
@@ -43,6 +44,7 @@ class BuildContext:
     keys: CacheKeys
     verbose: bool = False
     role_packages: dict[str, list[str]] = field(default_factory=dict)  # what roles declare
+    boot_password: BootPassword | None = None  # the disk's GRUB password, for a disk output
     bootstrap_dir: Path | None = None
     tree: Path | None = None
     artifacts_dir: Path | None = None

@@ -9,6 +9,7 @@ end, so a failed step leaves no partial artifact behind.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ from provisioner.build import bootstrap as bootstrap_mod
 from provisioner.build import configure as configure_mod
 from provisioner.build import finalize as finalize_mod
 from provisioner.build import role_packages
-from provisioner.build.artifacts import disk, netboot
+from provisioner.build.artifacts import boot_password, disk, netboot
 from provisioner.build.cache import Cache, digest_json, digest_tree
 from provisioner.build.context import ArtifactFile, BuildContext, CacheKeys
 from provisioner.build.manifest import artifact_record, write_manifest
@@ -74,6 +75,9 @@ def publish(ctx: BuildContext) -> None:
         for art in ctx.artifacts:
             _link_or_copy(ctx.artifacts_dir / art.name, staged / art.name)
         write_manifest(ctx, staged)
+        if ctx.boot_password is not None and ctx.boot_password.password is not None:
+            boot_password.write_private(staged / boot_password.OUT_NAME,
+                                        ctx.boot_password.note(ctx.profile.name))
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         if out.exists():
             os.rename(out, old)
@@ -153,7 +157,7 @@ def role_digests(profile: Profile, roles_dir: Path) -> dict[str, str]:
 def cache_keys(
     profile: Profile, mirrors_lines: list[str], roles: dict[str, str], sde: int,
     image_lines: list[str] | None = None, role_packages: dict[str, list[str]] | None = None,
-    play: dict[str, object] | None = None, collections: str = "",
+    play: dict[str, object] | None = None, collections: str = "", boot_hash: str = "",
 ) -> CacheKeys:
     """Every cache key of a build. SOURCE_DATE_EPOCH is in each: the tree shares inodes with the
     bootstrap and the layers, and finalize clamps their times to it."""
@@ -179,6 +183,8 @@ def cache_keys(
     })
     artifacts_key = digest_json({
         "tree": tree_key, "outputs": profile.outputs.model_dump(mode="json"), "sde": sde,
+        # the GRUB password's hash by its digest: the key names no secret, even a hashed one
+        "boot_password": hashlib.sha256(boot_hash.encode()).hexdigest() if boot_hash else "",
         "code": [digest_tree(p) for p in (BUILD_DIR / "artifacts",)],
     })
     return CacheKeys(bootstrap_key, layer_keys, tree_key, artifacts_key)
@@ -198,16 +204,20 @@ def prepare(
     roles = role_digests(profile, project / "roles")
     play = configure_mod.play_vars(profile, image_mirrors.debian, image_mirrors.security)
     packages = role_packages.declared(profile, project / "roles", play)
+    password = None
+    if profile.outputs.disk is not None:
+        password = boot_password.resolve(profile.name, profile.outputs.disk.boot_password_hash_file,
+                                         cache.root / "secrets")
     keys = cache_keys(profile, mirrors.source_lines(profile.suite, profile.components), roles, sde,
                       image_mirrors.source_lines(profile.suite, profile.components), packages, play,
-                      digest_tree(project / "collections"))
+                      digest_tree(project / "collections"), password.hash if password else "")
     work = cache.staging(profile.name)
     log = cache.root / "logs" / f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     ctx = BuildContext(
         profile=profile, project=project, out_dir=out_dir, cache=cache, work=work, log=log,
         mirrors=mirrors, image_mirrors=image_mirrors, source_date_epoch=sde, role_digests=roles,
-        keys=keys, verbose=verbose, role_packages=packages,
+        keys=keys, verbose=verbose, role_packages=packages, boot_password=password,
     )
     ctx.tree = cache.lookup("tree", keys.tree)
     return ctx

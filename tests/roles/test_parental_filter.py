@@ -161,6 +161,28 @@ def test_browser_policies(host: Any, fvars: dict[str, Any]) -> None:
     assert chromium["ForceYouTubeRestrict"] in (1, 2)
 
 
+def test_browsers_lock_the_proxy_extensions_and_their_settings(host: Any, fvars: dict[str, Any]) -> None:
+    """A proxy or VPN add-on, a SOCKS proxy with remote DNS, about:config or a temporary add-on
+    from about:debugging would each go around every DNS rule."""
+    proxy = fvars.get("parental_filter_browser_proxy", "none")
+    allowed = fvars.get("parental_filter_browser_extensions", {})
+    devtools = fvars.get("parental_filter_developer_tools", False)
+    for path in ("/etc/firefox/policies/policies.json", "/etc/firefox-esr/policies/policies.json"):
+        policies = json.loads(host.file(path).content_string)["policies"]
+        assert policies["Proxy"] == {"Mode": proxy, "Locked": True}
+        extensions = policies["ExtensionSettings"]
+        assert extensions["*"]["installation_mode"] == "blocked"
+        assert {k for k, v in extensions.items() if v["installation_mode"] != "blocked"} == set(
+            allowed.get("firefox", []))
+        assert policies["BlockAboutConfig"] is True
+        assert policies["DisableDeveloperTools"] is (not devtools)
+    chromium = json.loads(host.file("/etc/chromium/policies/managed/deelit-filter.json").content_string)
+    assert chromium["ProxyMode"] == ("direct" if proxy == "none" else "system")
+    assert chromium["ExtensionInstallBlocklist"] == ["*"]
+    assert chromium["ExtensionInstallAllowlist"] == allowed.get("chromium", [])
+    assert chromium["DeveloperToolsAvailability"] == (1 if devtools else 2)
+
+
 def test_units_enabled(host: Any, fvars: dict[str, Any]) -> None:
     assert host.service("unbound").is_enabled
     assert host.service("nftables").is_enabled
@@ -473,6 +495,74 @@ def test_polkit_refuses_system_connections_even_at_the_keyboard(live: Any, seat_
     finally:
         live.run_expect([0], f"mv /run/deelit-test/rule.saved {rule}")
     _wait_for(lambda: not allowed("enable-disable-network"), "polkit with the rule back", 20)
+
+
+def test_child_cannot_change_the_clock_or_the_time_zone(live: Any, seat_session: int) -> None:
+    """Moving the clock or the time zone moves the hours screen time allows. Debian's own policy
+    lets the active local session change the time zone; the role's rule asks the
+    administrator, shown by moving the rule aside. And as the child, without polkit: refused."""
+    def allowed(action: str) -> bool:
+        return live.run(f"pkcheck --action-id org.freedesktop.timedate1.{action} "
+                        f"--process {seat_session}").rc == 0
+
+    for action in ("set-time", "set-timezone", "set-ntp", "set-local-rtc"):
+        assert not allowed(action), action
+    rule = "/etc/polkit-1/rules.d/50-deelit-filter.rules"
+    live.run_expect([0], f"mkdir -p /run/deelit-test && mv {rule} /run/deelit-test/rule.saved")
+    try:
+        _wait_for(lambda: allowed("set-timezone"), "polkit without the rule", 20)
+    finally:
+        live.run_expect([0], f"mv /run/deelit-test/rule.saved {rule}")
+    _wait_for(lambda: not allowed("set-timezone"), "polkit with the rule back", 20)
+    zone, clock = live.check_output("timedatectl show -p Timezone --value"), time.time()
+    assert as_child(live, "timedatectl set-timezone Pacific/Kiritimati").rc != 0
+    assert as_child(live, "timedatectl set-time '2031-01-01 12:00:00'").rc != 0
+    assert as_child(live, "date -s '2031-01-01 12:00:00'").rc != 0
+    assert live.check_output("timedatectl show -p Timezone --value") == zone
+    assert abs(float(live.check_output("date +%s")) - clock) < 600
+
+
+def _child_home(live: Any) -> str:
+    return live.check_output(f"getent passwd {CHILD} | cut -d: -f6")
+
+
+def test_child_cannot_run_what_it_writes(live: Any, child: str, fvars: dict[str, Any]) -> None:
+    """A downloaded program (a portable browser with its own DNS over HTTPS, Tor Browser): copied
+    into each place the child can write, it runs neither directly nor through the loader."""
+    places = [p if p != "/home" else _child_home(live)
+              for p in fvars.get("parental_filter_noexec_paths", ["/home", "/tmp", "/var/tmp", "/dev/shm"])]
+    assert places, "the profile turned noexec off: nothing to show"
+    for place in places:
+        program = f"{place}/portable-browser"
+        assert as_child(live, f"cp /usr/bin/true {program} && chmod 755 {program}").rc == 0, place
+        direct = as_child(live, program)
+        assert direct.rc == 126 and "Permission denied" in direct.stderr, (place, direct.stderr)
+        loader = as_child(live, f"/lib64/ld-linux-x86-64.so.2 {program}")
+        assert loader.rc != 0, (place, loader.stderr)
+        live.run(f"rm -f {program}")
+
+
+def test_no_place_the_child_can_write_runs_programs(live: Any, child: str) -> None:
+    """Every folder the child can write to, anywhere, sits on a noexec mount."""
+    mounts = live.check_output("findmnt -rn -o TARGET,OPTIONS").splitlines()
+    executable = [line.split(" ")[0] for line in mounts if "noexec" not in line.split(" ")[1].split(",")]
+    found = []
+    for target in executable:
+        if target.startswith(("/proc", "/sys")):
+            continue
+        out = as_child(live, f"find {shlex.quote(target)} -xdev -type d -writable -print 2>/dev/null", 300)
+        found += out.stdout.split()
+    assert found == [], f"the child can write, and run programs, in {found}"
+
+
+def test_child_cannot_run_programs_from_its_login_runtime_folder(live: Any, seat_session: int) -> None:
+    uid = live.check_output(f"id -u {CHILD}")
+    runtime = f"/run/user/{uid}"
+    _wait_for(lambda: live.run(f"mountpoint -q {runtime}").rc == 0, "the child's runtime folder", 30)
+    assert "noexec" in live.check_output(f"findmnt -rn -o OPTIONS {runtime}").split(",")
+    program = f"{runtime}/portable-browser"
+    assert as_child(live, f"cp /usr/bin/true {program} && chmod 755 {program}").rc == 0
+    assert as_child(live, program).rc == 126
 
 
 # --- blocklist refresh ---------------------------------------------------------------------------

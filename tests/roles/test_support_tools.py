@@ -53,10 +53,38 @@ def test_dialogs_draw_without_a_gpu(host: Any) -> None:
 
 
 def test_tunnel_only_when_configured(host: Any, st: dict[str, Any]) -> None:
-    configured = bool(st["support_tools_tunnel_host"]) and bool(st["support_tools_tunnel_key"])
+    configured = bool(st["support_tools_tunnel_host"])
     assert host.file("/etc/systemd/system/deelit-support-tunnel.service").exists == configured
     assert host.file("/etc/polkit-1/rules.d/50-deelit-support-tunnel.rules").exists == configured
     assert host.file("/etc/deelit/support").exists == configured
+    assert host.file("/usr/local/sbin/deelit-support-key").exists == configured
+
+
+def test_tunnel_pins_the_servers_host_key(host: Any, st: dict[str, Any]) -> None:
+    if not st["support_tools_tunnel_host"]:
+        pytest.skip("this profile sets no support tunnel")
+    unit = host.file("/etc/systemd/system/deelit-support-tunnel.service").content_string
+    assert "StrictHostKeyChecking=yes" in unit and "accept-new" not in unit
+    assert "UserKnownHostsFile=/etc/deelit/support/known_hosts" in unit
+    pinned = host.file("/etc/deelit/support/known_hosts").content_string.split()
+    assert pinned[1:] == st["support_tools_tunnel_host_key"].split()[:2]
+
+
+def test_each_laptop_makes_its_own_tunnel_key(host: Any, st: dict[str, Any], booted: bool) -> None:
+    """No key in the image (so none on a stick, in the manifest or the cache): each laptop
+    makes its own at first boot, readable by the tunnel's account only."""
+    if not st["support_tools_tunnel_host"]:
+        pytest.skip("this profile sets no support tunnel")
+    key = host.file("/etc/deelit/support/id_tunnel")
+    if not booted:
+        assert not key.exists, "the image carries a tunnel key: every laptop would share it"
+        assert host.service("deelit-support-key").is_enabled
+        return
+    host.run("timeout 300 systemctl is-system-running --wait")
+    assert key.exists and key.mode == 0o600 and key.user == "deelit-support"
+    shown = host.run("/usr/local/sbin/deelit-support-key")
+    assert shown.rc == 0 and shown.stdout.startswith("ssh-ed25519 ")
+    assert host.file("/etc/deelit/support/id_tunnel.pub").content_string.strip() in shown.stdout
 
 
 def test_nothing_listens_for_remote_help_unasked(host: Any, booted: bool) -> None:

@@ -43,3 +43,14 @@ def test_key_only_login(host: Any, ssh_vars: dict[str, Any], booted: bool) -> No
 def test_credential_keys_only_when_asked(host: Any, ssh_vars: dict[str, Any]) -> None:
     accepts = bool(ssh_vars.get("technician_ssh_accept_credential"))
     assert host.file("/etc/tmpfiles.d/deelit-ssh-credential.conf").exists == accepts
+
+
+def test_listens_only_where_the_point_says(host: Any, ssh_vars: dict[str, Any], booted: bool) -> None:
+    if not enabled(ssh_vars):
+        return
+    wanted = ssh_vars.get("technician_ssh_listen", [])
+    conf = host.file("/etc/ssh/sshd_config.d/50-deelit.conf").content_string
+    assert [ln.split()[1] for ln in conf.splitlines() if ln.startswith("ListenAddress ")] == wanted
+    if booted and not wanted:  # sshd's own default: every address
+        effective = host.check_output("sshd -T").splitlines()
+        assert "listenaddress 0.0.0.0:22" in effective and "listenaddress [::]:22" in effective

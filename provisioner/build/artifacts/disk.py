@@ -26,6 +26,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from provisioner.build.artifacts import boot_password
 from provisioner.build.context import BuildContext
 from provisioner.build.runner import StepFailed, run_logged
 from provisioner.formats import bmap
@@ -44,7 +45,7 @@ GRUB_TIMEOUT = 1
 GRUB_BIOS_SETUP = Path("/usr/lib/grub/i386-pc/grub-bios-setup")
 # Everything the BIOS core.img needs is built in: no module directory on disk to keep in step.
 BIOS_MODULES = ["biosdisk", "part_gpt", "fat", "ext2", "search", "search_fs_uuid", "configfile",
-                "normal", "echo", "test", "linux", "serial", "terminal"]
+                "normal", "echo", "test", "linux", "serial", "terminal", "password_pbkdf2"]
 # Tree paths (Debian packages shim-signed, grub-efi-amd64-signed) -> names on the ESP.
 EFI_FILES = {
     "usr/lib/shim/shimx64.efi.signed": ("EFI/BOOT/BOOTX64.EFI", "EFI/debian/shimx64.efi"),
@@ -184,7 +185,9 @@ def write(ctx: BuildContext, options: DiskOutput, dest: Path) -> DiskStats:
     lap("grub-mkimage")
     raw = scratch / f"{name}.img"
     _partition(ctx, raw, layout)
-    _copy_in(raw, layout.esp, _esp_image(ctx, scratch / "esp.img", layout.esp, ids))
+    assert ctx.boot_password is not None
+    _copy_in(raw, layout.esp, _esp_image(ctx, scratch / "esp.img", layout.esp, ids,
+                                         ctx.boot_password.hash))
     lap("esp")
     _root_filesystem(ctx, root, raw, layout.root, ids)
     if raw.stat().st_size != layout.size:  # the backup GPT sits in the image's last MiB
@@ -289,7 +292,8 @@ def _bios_core(ctx: BuildContext, root: Path, grub_dir: Path, ids: DiskIds) -> P
     return grub_dir
 
 
-def _esp_image(ctx: BuildContext, image: Path, part: Partition, ids: DiskIds) -> Path:
+def _esp_image(ctx: BuildContext, image: Path, part: Partition, ids: DiskIds,
+               password_hash: str) -> Path:
     assert ctx.tree is not None
     sde = ctx.source_date_epoch
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(sde), "MTOOLS_SKIP_CHECK": "1"}
@@ -304,7 +308,8 @@ def _esp_image(ctx: BuildContext, image: Path, part: Partition, ids: DiskIds) ->
     cfg = image.with_name("grub.cfg")
     cfg.write_text(_render("grub.cfg.j2", profile=ctx.profile.name, root_uuid=ids.root_fs,
                            title=f"deelit {ctx.profile.name} (Debian {ctx.profile.suite})",
-                           cmdline=KERNEL_CMDLINE, timeout=GRUB_TIMEOUT))
+                           cmdline=KERNEL_CMDLINE, timeout=GRUB_TIMEOUT,
+                           user=boot_password.USER, password_hash=password_hash))
     os.utime(cfg, (sde, sde))
     copies = [(ctx.tree / src, dst) for src, dsts in EFI_FILES.items() for dst in dsts]
     copies += [(cfg, "EFI/debian/grub.cfg"), (cfg, "EFI/BOOT/grub.cfg")]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 import time
@@ -24,11 +25,12 @@ import testinfra
 import yaml
 
 from provisioner.build import pipeline, verify
-from provisioner.build.artifacts import disk
+from provisioner.build.artifacts import boot_password, disk
 from provisioner.build.cache import Cache
 from provisioner.build.runner import StepFailed
 from provisioner.formats import bmap
 from provisioner.formats import manifest as fm
+from provisioner.lab.qmp import QMP
 from provisioner.profile import PROJECT_ROOT, DiskOutput, Profile, load_profile
 from provisioner.vm import VM, Firmware, VMSpec
 
@@ -262,6 +264,64 @@ def with_disk(profile: Profile, **changes: Any) -> Profile:
     assert profile.outputs.disk is not None
     new_disk = DiskOutput(**{**profile.outputs.disk.model_dump(), **changes})
     return profile.model_copy(update={"outputs": profile.outputs.model_copy(update={"disk": new_disk})})
+
+
+def test_output_holds_the_boot_password_for_root_only(ci_out: Path) -> None:
+    """The GRUB password the build made: beside the artifacts, root only, in no listing."""
+    kept = ci_out / boot_password.OUT_NAME
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600 and kept.stat().st_uid == 0
+    password = _boot_password(ci_out)
+    manifest = (ci_out / fm.FILENAME).read_text()
+    assert boot_password.OUT_NAME not in manifest and password not in manifest
+    assert boot_password.OUT_NAME not in (ci_out / "SHA256SUMS").read_text()
+
+
+def _boot_password(out: Path) -> str:
+    fields = dict(line.split(": ", 1) for line in (out / boot_password.OUT_NAME).read_text().splitlines()
+                  if ": " in line)
+    return fields["password"]
+
+
+def _type(qmp: QMP, text: str) -> None:
+    for char in text:
+        qmp.key(char)
+        time.sleep(0.05)
+    qmp.key("ret")
+
+
+@pytest.mark.parametrize("firmware", ["bios", "uefi-secureboot"])
+def test_boot_menu_edit_needs_the_password(ci_out: Path, tmp_path: Path, firmware: Firmware) -> None:
+    """At the GRUB menu, as a child at the keyboard would: `e` asks for a user and refuses a
+    wrong password (no editor, so no init=/bin/bash); the build's password opens the editor.
+    GRUB reads keys from the keyboard and the serial port alike: QMP presses real keys."""
+    password = _boot_password(ci_out)
+    console, socket_path = tmp_path / "console.log", tmp_path / "qmp.sock"
+    spec = VMSpec(artifact=ci_out / "ci.img.zst", firmware=firmware, console_log=console,
+                  extra_qemu=["-qmp", f"unix:{socket_path},server=on,wait=off"])
+    with VM(spec) as vm, QMP(socket_path) as qmp:
+        deadline = time.monotonic() + 600
+        while "Enter username:" not in vm.console():  # `e` until the menu takes it (1 s timeout)
+            assert time.monotonic() < deadline, f"no GRUB user prompt:\n{vm.console()[-2000:]}"
+            assert GRUB_SAYS not in vm.console(), "GRUB booted the entry before `e` reached it"
+            qmp.key("e")
+            time.sleep(0.3)
+        _type(qmp, boot_password.USER)
+        vm.wait_for_console("Enter password:", 60)
+        _type(qmp, "bcdefbcdef")
+        vm.wait_for_console("access denied", 120)
+        assert "Emacs-like screen editing" not in vm.console()
+        time.sleep(2)
+        qmp.key("ret")  # "press any key to continue": back at the menu
+        seen = vm.console().count("Enter username:")
+        deadline = time.monotonic() + 120
+        while vm.console().count("Enter username:") == seen:
+            assert time.monotonic() < deadline, f"no second user prompt:\n{vm.console()[-2000:]}"
+            qmp.key("e")
+            time.sleep(1)
+        _type(qmp, boot_password.USER)
+        time.sleep(2)
+        _type(qmp, password)
+        vm.wait_for_console("Emacs-like screen editing", 120)
 
 
 def test_second_build_from_the_same_cache_is_identical(ci_out: Path, raw_image: Path,

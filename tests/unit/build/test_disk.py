@@ -77,12 +77,15 @@ def test_sfdisk_script_gives_the_planned_table(tmp_path: Path) -> None:
 def test_grub_config_talks_on_screen_and_serial_and_names_the_root() -> None:
     ids = disk.DiskIds.derive("x")
     cfg = disk._render("grub.cfg.j2", profile="ci", root_uuid=ids.root_fs, title="t",
-                       cmdline=disk.KERNEL_CMDLINE, timeout=1)
+                       cmdline=disk.KERNEL_CMDLINE, timeout=1, user="deelit", password_hash="H")
     assert "serial --unit=0 --speed=115200" in cfg
     assert "terminal_output console serial" in cfg and "terminal_input console serial" in cfg
     assert f"search --no-floppy --fs-uuid --set=root {ids.root_fs}" in cfg
     assert f"root=UUID={ids.root_fs} ro console=tty0 console=ttyS0,115200n8" in cfg
     assert "insmod" not in cfg  # the signed GRUB loads no modules under Secure Boot
+    # editing and the shell need the superuser; the one entry boots without; no recovery entry
+    assert 'set superusers="deelit"' in cfg and "password_pbkdf2 deelit H" in cfg
+    assert cfg.count("menuentry ") == 1 and "menuentry 't' --unrestricted {" in cfg
     early = disk._render("grub-bios-early.cfg.j2", esp_uuid=ids.esp_uuid)
     assert f"--fs-uuid --set=root {ids.esp_uuid}" in early
 
