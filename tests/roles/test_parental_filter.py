@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -488,13 +488,18 @@ def test_polkit_refuses_system_connections_even_at_the_keyboard(live: Any, seat_
     assert not allowed("settings.modify.global-dns")
     assert not allowed("settings.modify.hostname")
     assert not allowed("enable-disable-network")
+    _rule_is_what_refuses(live, lambda: allowed("enable-disable-network"))
+
+
+def _rule_is_what_refuses(live: Any, allowed: Callable[[], bool]) -> None:
+    """Allowed with the role's polkit rule moved aside, refused again once it is back."""
     rule = "/etc/polkit-1/rules.d/50-deelit-filter.rules"
     live.run_expect([0], f"mkdir -p /run/deelit-test && mv {rule} /run/deelit-test/rule.saved")
     try:
-        _wait_for(lambda: allowed("enable-disable-network"), "polkit without the rule", 20)
+        _wait_for(allowed, "polkit without the rule", 20)
     finally:
         live.run_expect([0], f"mv /run/deelit-test/rule.saved {rule}")
-    _wait_for(lambda: not allowed("enable-disable-network"), "polkit with the rule back", 20)
+    _wait_for(lambda: not allowed(), "polkit with the rule back", 20)
 
 
 def test_child_cannot_change_the_clock_or_the_time_zone(live: Any, seat_session: int) -> None:
@@ -507,13 +512,7 @@ def test_child_cannot_change_the_clock_or_the_time_zone(live: Any, seat_session:
 
     for action in ("set-time", "set-timezone", "set-ntp", "set-local-rtc"):
         assert not allowed(action), action
-    rule = "/etc/polkit-1/rules.d/50-deelit-filter.rules"
-    live.run_expect([0], f"mkdir -p /run/deelit-test && mv {rule} /run/deelit-test/rule.saved")
-    try:
-        _wait_for(lambda: allowed("set-timezone"), "polkit without the rule", 20)
-    finally:
-        live.run_expect([0], f"mv /run/deelit-test/rule.saved {rule}")
-    _wait_for(lambda: not allowed("set-timezone"), "polkit with the rule back", 20)
+    _rule_is_what_refuses(live, lambda: allowed("set-timezone"))
     zone, clock = live.check_output("timedatectl show -p Timezone --value"), time.time()
     assert as_child(live, "timedatectl set-timezone Pacific/Kiritimati").rc != 0
     assert as_child(live, "timedatectl set-time '2031-01-01 12:00:00'").rc != 0
