@@ -89,6 +89,7 @@ def main() -> None:
         project = tmp / "project"
         project.mkdir()
         shutil.copytree(PROJECT_ROOT / "roles", project / "roles")
+        shutil.copytree(PROJECT_ROOT / "collections", project / "collections")
         last_role = load_profile(profile_name).roles[-1].name
         with (project / "roles" / last_role / "defaults" / "main.yml").open("a") as f:
             f.write("# bench: one role changed\n")
