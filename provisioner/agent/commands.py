@@ -119,6 +119,13 @@ def wipe(
     method: Annotated[
         str, typer.Option(help="auto|nvme-sanitize|nvme-format|ata-erase|overwrite")
     ] = "auto",
+    verify: Annotated[
+        str,
+        typer.Option(
+            help="sample|full: read back a sample of the overwrite (first and last MiB, 1% "
+            "random) or every block (as long again as the pass)"
+        ),
+    ] = "sample",
     confirm: Annotated[
         str | None, typer.Option(help="token shown by --dry-run for this very disk")
     ] = None,
@@ -158,6 +165,7 @@ def wipe(
     request = wiping.WipeRequest(
         device=device,
         method=method,
+        verify=verify,
         confirm=confirm,
         dry_run=dry_run,
         cert_dir=cert_dir,
@@ -186,10 +194,18 @@ def wipe(
             out.print(f"  {line}", highlight=False)
         out.print(f"confirmation token: [bold]{result.token}[/]")
         out.print(
-            f"erase with: deelit agent wipe {device} --method {method} --confirm {result.token}"
+            f"erase with: deelit agent wipe {device} --method {method}"
+            + (" --verify full" if verify == "full" else "")
+            + f" --confirm {result.token}"
         )
         return
     out.print(f"[bold green]wiped[/] {device} with {result.method} (NIST {result.nist_category})")
+    if v := result.verification:
+        out.print(
+            f"verified: {v.scope} read-back, {v.blocks_sampled} of {v.blocks_total} blocks of "
+            f"{v.block_size // 1024} KiB, {v.mismatches} failed",
+            highlight=False,
+        )
     out.print(f"certificate: {result.certificate}\nsha256: {result.certificate_sha256}")
 
 

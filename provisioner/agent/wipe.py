@@ -1,7 +1,8 @@
 """Wipe one disk per NIST SP 800-88: Purge where the firmware offers it, Clear otherwise.
 
 Reads the drive's capabilities (`wipe_probe`), takes the plan (`wipe_plan`), runs it, checks
-that sampled data changed, and writes the certificate only after verification passed.
+that sampled data changed (firmware erase) or reads the overwrite back (a sample, or every
+block with `verify="full"`), and writes the certificate only after verification passed.
 
 Hook for the VM test (QEMU `-device nvme`, which implements Format NVM): run
 `deelit agent wipe /dev/nvme0n1 --method auto --confirm TOKEN` inside the guest; `auto`
@@ -92,6 +93,7 @@ def verify_changed(
             "sampled blocks fingerprinted before the erase and read back after it; "
             f"{len(held)} held data before, none may be unchanged"
         ),
+        scope="sample",
         block_size=overwrite.BLOCK,
         blocks_total=sample.blocks_total,
         blocks_sampled=len(sample.indices),
@@ -122,9 +124,41 @@ def run_firmware(plan: Plan, sleep: Callable[[float], None] = time.sleep) -> Non
     raise DeelitError("NVMe sanitize did not finish in time; no certificate written")
 
 
+def check_verify(verify: str, method: str) -> None:
+    """A full read-back needs the stream that was written: only the overwrite has one."""
+    if verify not in overwrite.SCOPES:
+        raise DeelitError(f"unknown verification {verify!r}: choose sample or full")
+    if verify == "full" and method != "overwrite":
+        raise DeelitError(
+            f"--verify full reads back every block of an overwrite; {method} is a firmware "
+            "erase, verified by a sample: pass --method overwrite, or drop --verify full"
+        )
+
+
+def _overwrite(
+    path: str, size: int, verify: str, progress: overwrite.Progress | None
+) -> overwrite.Verification:
+    """The pass, then its read-back; a full one counts as a second pass in the progress."""
+    seed = secrets.randbits(63)
+    full = verify == "full"
+    passes = 2 if full else 1
+
+    def writing(done: int, total: int) -> None:
+        if progress:
+            progress(done, total * passes)
+
+    def reading(done: int, total: int) -> None:
+        if progress:
+            progress(total + done, total * passes)
+
+    overwrite.write_pass(path, size, seed, writing)
+    return overwrite.verify_pass(path, size, seed, full=full, progress=reading if full else None)
+
+
 class WipeRequest(BaseModel):
     device: str
     method: str = "auto"
+    verify: str = "sample"  # overwrite read-back: "sample" or "full" (every block)
     confirm: str | None = None
     dry_run: bool = False
     cert_dir: Path = Path("/var/lib/deelit/certificates")
@@ -182,13 +216,16 @@ def wipe(
         else (None, None, [f"HPA/DCO: not applicable ({ident.kind} device)"])
     )
     plan = choose_plan(ident, req.method, nvme=nvme, ata=ata)
+    check_verify(req.verify, plan.method)
+    read_back = "every block" if req.verify == "full" else "a sample"
     shown = [" ".join(c).replace(ATA_PASSWORD, "****") for c in plan.commands]
     result = WipeResult(
         device=req.device,
         token=token,
         method=plan.method,
         nist_category=plan.nist_category,
-        commands=shown or [f"overwrite {req.device} ({ident.size_bytes} bytes), then read back"],
+        commands=shown
+        or [f"overwrite {req.device} ({ident.size_bytes} bytes), then read back {read_back}"],
         hidden_areas=hidden,
         dry_run=req.dry_run,
     )
@@ -196,13 +233,11 @@ def wipe(
         return result
 
     started = _now()
-    sample = overwrite.choose_sample(ident.size_bytes)
     if plan.method == "overwrite":
-        seed = secrets.randbits(63)
-        overwrite.write_pass(ident.path, ident.size_bytes, seed, progress)
-        verification = overwrite.verify_pass(ident.path, ident.size_bytes, seed, sample)
+        verification = _overwrite(ident.path, ident.size_bytes, req.verify, progress)
         version = "deelit " + _package_version()
     else:
+        sample = overwrite.choose_sample(ident.size_bytes)
         before = _fingerprints(ident.path, ident.size_bytes, sample)
         run_firmware(plan)
         verification = verify_changed(ident.path, ident.size_bytes, sample, before)
@@ -212,7 +247,7 @@ def wipe(
     if not verification.passed:
         raise DeelitError(
             f"verification of {req.device} failed: {verification.mismatches} of "
-            f"{verification.blocks_sampled} sampled blocks wrong (first: "
+            f"{verification.blocks_sampled} blocks read back wrong (first: "
             f"{verification.mismatch_blocks[:5]}); no certificate written: rerun, or destroy it"
         )
     cert = certs.Certificate(

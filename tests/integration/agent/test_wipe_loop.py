@@ -78,11 +78,37 @@ def test_overwrite_wipes_the_pattern_and_certifies(loop_disk, tmp_path):
     assert cert["sanitization"]["method"] == "overwrite"
     assert cert["sanitization"]["nist_category"] == "Clear"
     ver = cert["verification"]
-    assert ver["passed"] and ver["mismatches"] == 0
+    assert ver["passed"] and ver["mismatches"] == 0 and ver["scope"] == "sample"
     assert ver["blocks_total"] == 32 * 2**20 // overwrite.BLOCK
     assert ver["percent_sampled"] >= 1.0 and ver["first_and_last_mib"]
     assert cert["hidden_areas"] == ["HPA/DCO: not applicable (loop device)"]
     assert [p.name for p in cert_path.parent.iterdir()] == [cert_path.name]  # no temp left
+
+
+def test_full_verification_through_the_cli_and_one_flipped_byte(loop_disk, tmp_path):
+    dev = loop_disk(16)
+    args = ["agent", "wipe", dev, "--method", "overwrite", "--verify", "full", "--confirm",
+            confirmation_token(identify(dev)), "--point", "p", "--technician", "t1",
+            "--cert-dir", str(tmp_path / "c"), "--json"]
+    done = run_cli(args, timeout=120)
+    assert done.returncode == 0, done.stderr
+    ver = json.loads(Path(json.loads(done.stdout)["certificate"]).read_text())["verification"]
+    assert ver["scope"] == "full" and ver["passed"]
+    assert ver["blocks_sampled"] == ver["blocks_total"] == 16 * 2**20 // overwrite.BLOCK
+    assert pattern_count(dev) == 0
+    # the same read-back on the block device, with one byte changed behind the wipe's back
+    size = 16 * 2**20
+    overwrite.write_pass(dev, size, seed=5)
+    assert overwrite.verify_pass(dev, size, 5, full=True).passed
+    at = 11 * 2**20 + 4321
+    fd = os.open(dev, os.O_RDWR)
+    try:
+        byte = os.pread(fd, 1, at)
+        os.pwrite(fd, bytes([byte[0] ^ 0x80]), at)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert overwrite.verify_pass(dev, size, 5, full=True).mismatch_blocks == [at // overwrite.BLOCK]
 
 
 def test_dry_run_shows_the_token_and_erases_nothing(loop_disk, tmp_path):
