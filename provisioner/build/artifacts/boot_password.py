@@ -71,16 +71,21 @@ def resolve(profile: str, hash_file: str | None, secrets_dir: Path) -> BootPassw
         return BootPassword(read_hash(Path(hash_file).expanduser()), None)
     path = secrets_dir / f"{profile}.boot-password"
     if path.exists():
-        fields = dict(line.split(": ", 1) for line in path.read_text().splitlines() if ": " in line)
-        if fields.get("user") == USER and HASH_RE.match(fields.get("hash", "")) and fields.get("password"):
-            return BootPassword(fields["hash"], fields["password"])
-        raise DeelitError(f"{path}: damaged (no user, password and hash lines); remove it and the "
-                          "build makes a new password (laptops imaged before keep the old one)")
+        return read_note(path)
     secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(secrets_dir, 0o700)
     made = BootPassword(grub_hash(password := new_password()), password)
     write_private(path, made.note(profile))
     return made
+
+
+def read_note(path: Path) -> BootPassword:
+    """A made password's note (the cache's copy, or boot-password.txt in an output folder)."""
+    fields = dict(line.split(": ", 1) for line in path.read_text().splitlines() if ": " in line)
+    if fields.get("user") == USER and HASH_RE.match(fields.get("hash", "")) and fields.get("password"):
+        return BootPassword(fields["hash"], fields["password"])
+    raise DeelitError(f"{path}: damaged (no user, password and hash lines); remove it and the "
+                      "build makes a new password (laptops imaged before keep the old one)")
 
 
 def write_private(path: Path, text: str) -> None:

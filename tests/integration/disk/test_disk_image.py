@@ -27,6 +27,7 @@ import yaml
 from provisioner.build import pipeline, verify
 from provisioner.build.artifacts import boot_password, disk
 from provisioner.build.cache import Cache
+from provisioner.build.context import BuildContext
 from provisioner.build.runner import StepFailed
 from provisioner.formats import bmap
 from provisioner.formats import manifest as fm
@@ -277,9 +278,9 @@ def test_output_holds_the_boot_password_for_root_only(ci_out: Path) -> None:
 
 
 def _boot_password(out: Path) -> str:
-    fields = dict(line.split(": ", 1) for line in (out / boot_password.OUT_NAME).read_text().splitlines()
-                  if ": " in line)
-    return fields["password"]
+    made = boot_password.read_note(out / boot_password.OUT_NAME).password
+    assert made is not None
+    return made
 
 
 def _type(qmp: QMP, text: str) -> None:
@@ -393,3 +394,58 @@ def test_failed_disk_step_leaves_nothing_behind(
     assert not ctx.work.exists()
     assert cache.lookup("artifacts", ctx.keys.artifacts) is None
     assert _attached() == before
+
+
+# --- the build's secrets: a point's GRUB hash reaches only the boot loader, a made password
+# only its root-only note (outputs, images unpacked, the build log, the cache's listings) ---
+
+
+def _build(profile: Profile, out: Path) -> BuildContext:
+    cache = Cache()
+    ctx = pipeline.prepare(profile, out, cache)
+    pipeline.run(ctx, lambda *_: None)
+    return ctx
+
+
+def _places_holding(secret: str, ctx: BuildContext) -> list[Path]:
+    """Every file of the output folder, the build's log and the cache's own listings (indexes,
+    metadata, logs) whose bytes hold the secret. Compressed artifacts are searched unpacked."""
+    files = [*ctx.out_dir.iterdir(), ctx.log, *ctx.cache.root.glob("*/*.json"),
+             *ctx.cache.root.glob("logs/*"), *ctx.cache.root.glob(f"artifacts/*/{pipeline.INDEX}")]
+    found = []
+    for path in files:
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if path.name.endswith(".zst"):
+            data = subprocess.run(["zstd", "-dc", str(path)], capture_output=True, check=True).stdout
+        if secret.encode() in data:
+            found.append(path)
+    return found
+
+
+def test_a_points_boot_password_hash_reaches_only_the_boot_loader(tmp_path: Path) -> None:
+    secret_hash = boot_password.grub_hash("made-up point password")
+    hash_file = tmp_path / "point.grub-hash"
+    hash_file.write_text(secret_hash + "\n")
+    hash_file.chmod(0o600)
+    ctx = _build(with_disk(load_profile("ci"), boot_password_hash_file=str(hash_file)), tmp_path / "out")
+    image = ctx.out_dir / "ci.img.zst"
+    # GRUB needs it in its configuration on the ESP; nothing else may hold it
+    assert _places_holding(secret_hash, ctx) == [image]
+    assert not (ctx.out_dir / boot_password.OUT_NAME).exists()  # the point keeps its password
+    assert str(hash_file) in (ctx.out_dir / "manifest.json").read_text()  # the file's name only
+
+
+def test_a_made_boot_password_is_kept_root_only(tmp_path: Path) -> None:
+    ctx = _build(load_profile("ci"), tmp_path / "out")
+    assert ctx.boot_password is not None and ctx.boot_password.password is not None
+    kept = ctx.out_dir / boot_password.OUT_NAME
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert _places_holding(ctx.boot_password.password, ctx) == [kept]
+    # its hash is in the image's GRUB configuration, and in that same root-only note
+    assert sorted(_places_holding(ctx.boot_password.hash, ctx)) == sorted(
+        [kept, ctx.out_dir / "ci.img.zst"])
+    secrets = ctx.cache.root / "secrets"
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
+    assert ctx.boot_password.password in (secrets / "ci.boot-password").read_text()
