@@ -60,6 +60,6 @@ def test_pupil_laptop_through_the_station(firmware: str, tmp_path: Path, pupil_t
     assert next(e for e in dev.events if e.type == "imaged").build_id == build_id
     assert [e.type for e in dev.events].count("wiped") == 1
     assert result.dialog_s is None  # the answers were seeded: no dialog was waited for
-    pupil.check(seen)
+    pupil.check(seen, pupil_test_out)
     print(f"pupil via the station ({firmware}): registered {result.registered_s:.0f} s, ready "
           f"{result.ready_s:.0f} s, disk boot {result.disk_boot_s:.0f} s")

@@ -100,7 +100,7 @@ def test_pupil_laptop_through_the_offline_stick(firmware: str, tmp_path: Path, p
             seen = pupil.look(ssh, qmp_socket, screenshot)
         finally:
             ssh.close()
-    pupil.check(seen)
+    pupil.check(seen, pupil_test_out)
 
     deelit("stick", "queue", str(stick), str(tmp_path / "fromstick"))
     data = tmp_path / "central"
