@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -19,6 +20,14 @@ from provisioner.errors import DeelitError
 from provisioner.registry.settings import Settings
 
 
+def _synchronous() -> str:
+    value = os.environ.get("DEELIT_SQLITE_SYNCHRONOUS", "FULL").upper()
+    if value not in ("FULL", "EXTRA", "NORMAL"):
+        raise DeelitError(f"DEELIT_SQLITE_SYNCHRONOUS={value!r}: choose FULL (the default), "
+                          "EXTRA or NORMAL")
+    return value
+
+
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     engine = create_engine(url, pool_size=8, max_overflow=16, pool_timeout=60)
 
@@ -28,9 +37,10 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode loses nothing when the *process* dies (the crash test's case);
-        # only a power cut may lose the last commits.
-        cur.execute("PRAGMA synchronous=NORMAL")
+        # FULL: an event acknowledged to an agent survives a power cut too (NORMAL in WAL
+        # mode may lose the last commits then). bench/registry.py measures what it costs,
+        # against NORMAL set through DEELIT_SQLITE_SYNCHRONOUS (its baseline, nothing else).
+        cur.execute(f"PRAGMA synchronous={_synchronous()}")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()

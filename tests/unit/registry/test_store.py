@@ -205,9 +205,12 @@ def test_migrations_match_models(store: Store) -> None:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
 
 
-def test_sqlite_uses_wal(sqlite_store: Store) -> None:
-    with sqlite_store.db.engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+def test_sqlite_uses_wal_and_acknowledges_only_durable_commits(sqlite_store: Store) -> None:
+    for engine in (sqlite_store.db.engine, sqlite_store.db.read_engine):
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            # 2 is FULL: a commit is on the disk before the agent hears "201"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
     assert (sqlite_store.settings.data_dir / "registry.sqlite3").exists()
 
 
