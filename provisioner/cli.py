@@ -22,6 +22,7 @@ AREAS: dict[str, tuple[str, ...]] = {
     "provisioner.flash.commands": ("flash", "bmap"),
     "provisioner.agent.commands": ("agent",),
     "provisioner.registry.commands": ("registry",),
+    "provisioner.registry.certificate_commands": ("certificate",),
     "provisioner.netboot.commands": ("serve", "station", "stick"),
     "provisioner.fleet": ("fleet",),
     "provisioner.lab.commands": ("demo",),

@@ -243,7 +243,8 @@ def run_agent(cfg: AgentConfig, *, log: Callable[[str], None] = print,
             if grade.grade == "reject":
                 raise DeelitError("graded reject: not imaged (" + "; ".join(
                     r.message for r in grade.reasons if r.grade == "reject") + ")")
-            _wipe_and_install(cfg, action, inv_computer(inv), record, station, safety)
+            _wipe_and_install(cfg, action, inv_computer(inv), record, station, safety,
+                              reporter)
     except Exception as exc:  # the record of what did happen is delivered all the same
         failure = exc
         station.progress("failed", str(exc)[:500])
@@ -336,7 +337,7 @@ def inv_computer(inv: object) -> Computer:
 
 
 def _wipe_and_install(cfg: AgentConfig, action: str, computer: Computer, record: Record,
-                      station: Station, safety: Safety) -> None:
+                      station: Station, safety: Safety, reporter: Reporter) -> None:
     source: HttpSource | FileSource = (HttpSource(cfg.server) if cfg.server
                                        else _stick_image(cfg.stick))  # type: ignore[arg-type]
     build_id = _build_id(cfg)
@@ -362,10 +363,22 @@ def _wipe_and_install(cfg: AgentConfig, action: str, computer: Computer, record:
             organisation=cfg.point or "DEEL IT",
             technician_id=cfg.extra.get("technician") or "deelit-agent",
             computer=computer), safety=safety, progress=wipe_tick)
+        text = Path(str(result.certificate)).read_text()
+        verdict = str(json.loads(text).get("result", "passed"))
+        # The whole certificate goes with the event: the station countersigns and keeps it
         record.add("wiped", certificate_sha256=result.certificate_sha256, method=result.method,
-                   nist_category=result.nist_category, tool="deelit agent",
-                   verification="read back" if result.verification else "-",
-                   disk={"model": ident.model, "serial": ident.serial, "kind": ident.kind})
+                   nist_category=result.nist_category, tool="deelit agent", result=verdict,
+                   verification=(f"read back: {result.verification.scope}"
+                                 if result.verification else "-"),
+                   disk={"model": ident.model, "serial": ident.serial, "kind": ident.kind},
+                   certificate=text)
+        # ...and reaches the registry (or the stick's queue) before the disk is written: in
+        # netboot mode the certificate file lives in RAM and is gone at the reboot.
+        station.progress("wipe", "recording the wipe certificate")
+        reporter.deliver(record)
+        if verdict != "passed":
+            raise DeelitError(f"the wipe of {target} ended '{verdict}': the disk is not "
+                              "imaged (see the certificate); erase it another way or retire it")
     station.progress("install", f"writing {build_id} to {target}", percent=0.0)
     last = [0.0]
 

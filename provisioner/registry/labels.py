@@ -8,6 +8,7 @@ to one in the point's own records, not here).
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -18,7 +19,8 @@ from reportlab.lib.units import mm
 from reportlab.pdfgen.canvas import Canvas
 
 from provisioner.errors import DeelitError
-from provisioner.registry.schemas import DeviceOut, DeviceWithEvents
+from provisioner.formats.signed_certificate import SignedCertificate, attach
+from provisioner.registry.schemas import DeviceOut, DeviceWithEvents, EventOut
 
 Layout = Literal["a4", "roll62"]
 
@@ -102,41 +104,88 @@ def qr_matrix(text: str) -> list[list[bool]]:
 
 
 def certificate_pdf(device: DeviceWithEvents, organisation: str = "DEEL IT") -> bytes:
-    """A NIST SP 800-88 Appendix G style certificate for each `wiped` event of the device."""
+    """A NIST SP 800-88 Appendix G style certificate for each `wiped` event of the device;
+    each certificate the station countersigned is attached whole, for `deelit certificate
+    verify`."""
     wipes = [e for e in device.events if e.type == "wiped"]
     if not wipes:
         raise DeelitError(f"{device.asset_tag} has no 'wiped' event; nothing to certify")
     buf = io.BytesIO()
     canvas = Canvas(buf, pagesize=A4, pageCompression=0, invariant=1)
     canvas.setTitle(f"wipe certificate {device.asset_tag}")
+    signed = []
     for e in wipes:
+        envelope = e.details.get("signed_certificate")
+        if isinstance(envelope, dict):
+            signed.append(SignedCertificate.model_validate(envelope))
+            rows = _signed_rows(device, signed[-1])
+        else:
+            rows = _recorded_rows(device, e, organisation)
         y = A4[1] - 25 * mm
         canvas.setFont("Helvetica-Bold", 16)
         canvas.drawString(20 * mm, y, "Certificate of Sanitization (NIST SP 800-88)")
-        rows = [
-            ("Organisation", organisation),
-            ("Asset tag", device.asset_tag),
-            ("Computer", " ".join(p for p in (device.maker, device.model) if p) or "-"),
-            ("Computer serial", device.serial or "-"),
-            ("Media", _media(e.details)),
-            ("Method", str(e.details.get("method", "-"))),
-            ("Tool", str(e.details.get("tool", "-"))),
-            ("Verification", str(e.details.get("verification", "-"))),
-            ("Certificate SHA-256", str(e.details.get("certificate_sha256", "-"))),
-            ("Date", e.at.isoformat(timespec="seconds")),
-            ("Station", e.station),
-            ("Technician id", e.technician or "-"),
-            ("Destination", str(e.details.get("destination", "reuse (DEEL IT loan)"))),
-        ]
         for label, value in rows:
-            y -= 9 * mm
+            y -= 8 * mm
             canvas.setFont("Helvetica-Bold", 10)
             canvas.drawString(20 * mm, y, label)
             canvas.setFont("Helvetica", 10)
             canvas.drawString(65 * mm, y, value[:90])
         canvas.showPage()
     canvas.save()
-    return buf.getvalue()
+    return attach(buf.getvalue(), signed) if signed else buf.getvalue()
+
+
+def _recorded_rows(device: DeviceWithEvents, e: EventOut, organisation: str
+                   ) -> list[tuple[str, str]]:
+    """A wipe recorded without its certificate (by hand, or before certificates travelled)."""
+    return [
+        ("Organisation", organisation),
+        ("Asset tag", device.asset_tag),
+        ("Computer", " ".join(p for p in (device.maker, device.model) if p) or "-"),
+        ("Computer serial", device.serial or "-"),
+        ("Media", _media(e.details)),
+        ("Method", str(e.details.get("method", "-"))),
+        ("Tool", str(e.details.get("tool", "-"))),
+        ("Verification", str(e.details.get("verification", "-"))),
+        ("Certificate SHA-256", str(e.details.get("certificate_sha256", "-"))),
+        ("Date", e.at.isoformat(timespec="seconds")),
+        ("Station", e.station),
+        ("Technician id", e.technician or "-"),
+        ("Destination", str(e.details.get("destination", "reuse (DEEL IT loan)"))),
+        ("Signature", "none: recorded without its certificate"),
+    ]
+
+
+def _signed_rows(device: DeviceWithEvents, signed: SignedCertificate) -> list[tuple[str, str]]:
+    """What the agent's own certificate says, and who countersigned it."""
+    cert = json.loads(signed.certificate)
+    media, san = cert.get("media", {}), cert.get("sanitization", {})
+    ver, c = cert.get("verification", {}), signed.countersignature
+
+    def join(*parts: object) -> str:
+        return " ".join(str(p) for p in parts if p not in (None, "")) or "-"
+
+    size = media.get("size_bytes")
+    return [
+        ("Organisation", str(cert.get("organisation", "-"))),
+        ("Asset tag", device.asset_tag),
+        ("Computer", join(device.maker, device.model, device.serial)),
+        ("Media", join(media.get("maker"), media.get("model"), media.get("serial"),
+                       media.get("type"), f"{size / 1e9:.1f} GB" if size else None)),
+        ("Hidden areas", "; ".join(map(str, cert.get("hidden_areas", []))) or "-"),
+        ("Method", join(san.get("nist_category"), san.get("method"), san.get("technique"))),
+        ("Tool", join(san.get("tool"), san.get("tool_version"))),
+        ("Verification", join(ver.get("scope"), "passed" if ver.get("passed") else "FAILED",
+                              f"({ver.get('mismatches', '?')} mismatches)")),
+        ("Result", str(cert.get("result", "-"))),
+        ("Started", str(cert.get("started_at", "-"))),
+        ("Finished", str(cert.get("finished_at", "-"))),
+        ("Technician id", str(cert.get("technician_id", "-"))),
+        ("Certificate id", str(cert.get("certificate_id", "-"))),
+        ("Certificate SHA-256", c.certificate_sha256),
+        ("Countersigned", f"{c.signed_at} by station key {c.key_id} (point {c.point})"),
+        ("Check it", "deelit certificate verify THIS.pdf (the certificate is attached)"),
+    ]
 
 
 def _media(details: dict[str, object]) -> str:

@@ -49,8 +49,9 @@ def queued_files(path: Path) -> list[Path]:
 
 def import_queue(store: Store, path: Path, station: str) -> ImportReport:
     report = ImportReport()
-    caller = Caller(station)
     for file in queued_files(path):
+        caller = Caller(station, channel=f"imported from a stick's queue ({file.name}) by "
+                                         f"`deelit registry import` at station {station}")
         try:
             _import_file(store, file, caller, report)
         except DeelitError as exc:

@@ -11,11 +11,13 @@ import datetime as dt
 import uuid as uuidlib
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import ColumnElement, String, cast, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from provisioner.registry import access, identity, lifecycle
+from provisioner.formats import signed_certificate
+from provisioner.registry import access, evidence, identity, lifecycle
 from provisioner.registry.db import Database
 from provisioner.registry.errors import Conflict, Invalid, NotFound
 from provisioner.registry.lifecycle import EventType
@@ -61,6 +63,7 @@ class Store(TokenStore):
     def __init__(self, settings: Settings, *, migrate: bool = True) -> None:
         self.settings = settings
         self.db = Database(settings)
+        self._key: Ed25519PrivateKey | None = None
         if migrate:
             self.db.upgrade()
 
@@ -225,6 +228,13 @@ class Store(TokenStore):
                 return _event_out(known), False
         new_status, needs_wipe = self._guard(dev, body.type)
         details = dict(body.details)
+        if body.type is EventType.wiped:
+            details = evidence.keep_certificate(
+                details, asset_tag=asset_tag, caller=caller, key=self.station_key,
+                point=caller.point or self.settings.default_point)
+            # a wipe that left a hidden area or whose erase the drive did not confirm: the
+            # previous family's data may still be there, so the device is not clean
+            needs_wipe = needs_wipe or details.get("result", "passed") != "passed"
         build_id = body.build_id or (str(details["build_id"]) if "build_id" in details else None)
         if body.type is EventType.graded:
             grade = details.get("grade")
@@ -241,6 +251,12 @@ class Store(TokenStore):
         dev.updated_at = utcnow()
         s.flush()
         return _event_out(ev), True
+
+    def station_key(self) -> Ed25519PrivateKey:
+        """The station's signing key, made in the data folder on first use."""
+        if self._key is None:
+            self._key = signed_certificate.load_or_make_key(self.settings.data_dir)
+        return self._key
 
     def get_device(self, asset_tag: str) -> DeviceWithEvents:
         with self.db.read() as s:

@@ -53,6 +53,8 @@ class Caller:
     point: str | None = None
     scope: TokenScope = TokenScope.station
     machine: str | None = None  # a `machine` token's serial or MAC
+    # how the request came: named in the countersignature of a wipe certificate
+    channel: str | None = None
 
 
 class TokenStore:

@@ -9,6 +9,7 @@ path by default) and the two laptops at once are `heavy_vm`: see the README's "T
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import pytest
 from provisioner import profile as profiles
 from provisioner.build import verify as verifier
 from provisioner.formats import manifest as fm
+from provisioner.formats import signed_certificate as sc
 from provisioner.lab import session, watch
 from provisioner.registry.identity import is_placeholder
 
@@ -68,6 +70,12 @@ def assert_imaged_and_ready(result: watch.Result, build_id: str) -> None:
         assert kind in types, types
     wiped = next(e for e in dev.events if e.type == "wiped")
     assert re.fullmatch(r"[0-9a-f]{64}", str(wiped.details["certificate_sha256"]))
+    # the whole certificate reached the station before the disk was written, countersigned
+    signed = sc.SignedCertificate.model_validate(wiped.details["signed_certificate"])
+    c = sc.check(signed)
+    assert c.certificate_sha256 == wiped.details["certificate_sha256"] and c.asset_tag == dev.asset_tag
+    assert "its own machine token" in c.how and wiped.details["result"] == "passed"
+    assert json.loads(signed.certificate)["media"]["size_bytes"] > 0
     assert next(e for e in dev.events if e.type == "imaged").build_id == build_id
     assert dev.grade and dev.maker == "DEELIT-TEST"
     if not is_placeholder(result.spec.serial):

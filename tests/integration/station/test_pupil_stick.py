@@ -114,5 +114,11 @@ def test_pupil_laptop_through_the_offline_stick(firmware: str, tmp_path: Path, p
     assert full.status == "ready" and full.point == "MEC"
     build_id = fm.read(pupil_test_out / fm.FILENAME).build_id
     assert next(e for e in full.events if e.type == "imaged").build_id == build_id
+    # the stick's certificate is countersigned at import, checkable offline from its PDF
+    pdf, station_key = tmp_path / "cert.pdf", tmp_path / "station.pub"
+    deelit("registry", "certificate", dev.asset_tag, "--data", str(data), "-o", str(pdf))
+    deelit("certificate", "station-key", "--data", str(data), "-o", str(station_key))
+    checked = deelit("certificate", "verify", str(pdf), "--trust", str(station_key))
+    assert "intact" in checked.stdout and "imported from a stick's queue" in checked.stdout
     print(f"pupil via the offline stick ({firmware}): power-on to power-off {installed_s:.0f} s, "
           f"disk boot to SSH {booted_s:.0f} s")

@@ -95,6 +95,12 @@ def test_offline_stick_installs_and_queues(tmp_path: Path, ci_out: Path,
         assert len(str(next(e for e in full.events if e.type == "wiped").details["certificate_sha256"])) == 64
     finally:
         store.close()
+    # countersigned at import, and checkable offline from its PDF against the station's key
+    pdf, key = tmp_path / "cert.pdf", tmp_path / "station.pub"
+    deelit("registry", "certificate", dev.asset_tag, "--data", str(data), "-o", str(pdf))
+    deelit("certificate", "station-key", "--data", str(data), "-o", str(key))
+    checked = deelit("certificate", "verify", str(pdf), "--trust", str(key))
+    assert "intact" in checked.stdout and "imported from a stick's queue" in checked.stdout
 
 
 # "plain": the café's router knows nothing of the station (the real case). Debian 12's signed
