@@ -234,11 +234,16 @@ def serve(
         err.print("not looking for another PXE server (--beside-another-pxe-server): this "
                   "station acts only on machines approved here", highlight=False)
 
+    from provisioner.formats import signed_certificate as sc
+
     def ready(token: str) -> None:
         err.print(f"registry: {registry.url.split('@')[-1]}, point {registry.default_point}",
                   highlight=False)
         err.print(f"station on {iface} ({address}, proxy-DHCP for {subnet}); "
                   f"page: {cfg.http_base}/#token={token}", highlight=False)
+        key = sc.public_line(sc.load_or_make_key(cfg.data_dir).public_key())
+        err.print(f"wipe certificates are countersigned by station key {sc.key_id(key)} "
+                  f"(export it: deelit certificate station-key -o station.pub)", highlight=False)
         if span is not None or count is not None:
             err.print("BATCH APPROVAL: machines new to the registry are wiped without asking "
                       f"({approve_for or ''}{' / ' if span and count else ''}"

@@ -183,7 +183,8 @@ def _signed_rows(device: DeviceWithEvents, signed: SignedCertificate) -> list[tu
         ("Technician id", str(cert.get("technician_id", "-"))),
         ("Certificate id", str(cert.get("certificate_id", "-"))),
         ("Certificate SHA-256", c.certificate_sha256),
-        ("Countersigned", f"{c.signed_at} by station key {c.key_id} (point {c.point})"),
+        ("Countersigned", f"{c.signed_at}, station of point {c.point}"),
+        ("Station key", c.key_id),
         ("Check it", "deelit certificate verify THIS.pdf (the certificate is attached)"),
     ]
 
