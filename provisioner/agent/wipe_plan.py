@@ -7,12 +7,25 @@ Order of preference for `--method auto`:
   other (virtio, USB, loop, eMMC): one verified overwrite pass (Clear)
 
 Pure functions of the capability data (`wipe_probe`), unit-tested without hardware.
-`nvme sanitize-log -o json` reports `sstat` (bits 2:0: 1 done, 2 running, 3 failed, 4 done
-without deallocation) either as a number or as an object with `status`.
+
+Each firmware plan also names how the drive's own record is read back afterwards (`wipe`
+refuses to call an erase done on the exit status alone): NVMe Sanitize polls the sanitize log
+(`poll`), ATA security erase re-reads `hdparm -I` (`confirm`), NVMe Format has no log and is
+only ever run with a secure erase setting (`secure_erase_setting`), then read back by sample.
+
+`nvme sanitize-log -o json` (nvme-cli 2.x) nests the log under the controller's name:
+{"nvme0": {"sprog": 65535, "sstat": {"global_erased": 1, "no_cmplted_passes": 0,
+"status": "(1) Most Recent Sanitize Command Completed Successfully."}, "cdw10_info": 4, ...}};
+some releases key that string by its own text instead of "status", older ones gave `sstat` as
+a number. SSTAT bits 2:0: 0 never sanitized, 1 completed, 2 in progress, 3 failed, 4 completed
+although No-Deallocate After Sanitize was requested (the data was deallocated anyway; deelit
+never requests it). `cdw10_info` is the CDW10 of the Sanitize command that started the
+operation the status is about: its bits 2:0 are that command's SANACT.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,6 +52,8 @@ class Plan:
     tool: str
     commands: list[list[str]] = field(default_factory=list)
     poll: list[str] | None = None  # nvme sanitize-log, run until done
+    confirm: list[str] | None = None  # read the drive's state back after the erase (hdparm -I)
+    sanact: int | None = None  # the SANACT deelit sends; the sanitize log must name it back
     timeout_s: float = 3600
 
 
@@ -53,6 +68,33 @@ def nvme_sanitize_log_command(controller: str) -> list[str]:
 def nvme_format_command(namespace: str, *, lbaf: int, crypto: bool) -> list[str]:
     # --force skips nvme-cli's interactive countdown; the token already confirmed the target.
     return ["nvme", "format", namespace, f"--lbaf={lbaf}", f"--ses={2 if crypto else 1}", "--force"]
+
+
+def secure_erase_setting(argv: list[str]) -> int | None:
+    """The SES an `nvme format` command line asks for (`--ses=N`, `--ses N`, `-s N`, `-sN`).
+
+    A Format NVM without SES 1 (user data erase) or 2 (crypto erase) only rewrites the LBA
+    format: on most drives it leaves the data readable, so it is never a Purge.
+    """
+    for i, arg in enumerate(argv):
+        value: str | None = None
+        if arg.startswith("--ses="):
+            value = arg.split("=", 1)[1]
+        elif arg in ("--ses", "-s") and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("-s") and not arg.startswith("--") and arg[2:].isdigit():
+            value = arg[2:]
+        if value is not None:
+            return int(value) if value.strip().isdigit() else None
+    return None
+
+
+def hpa_restore_command(device: str, native_max: int) -> list[str]:
+    """Lift a host protected area to the native max, permanently ("p"): a re-used disk keeps it.
+
+    hdparm asks for the flag only when a size goes down; it is passed anyway, as documented.
+    """
+    return ["hdparm", "--yes-i-know-what-i-am-doing", "-N", f"p{native_max}", device]
 
 
 def hdparm_erase_commands(device: str, *, enhanced: bool) -> list[list[str]]:
@@ -83,6 +125,7 @@ def plan_nvme(ident: DiskIdentity, caps: NvmeCaps, requested: str) -> Plan:
             tool="nvme-cli",
             commands=[nvme_sanitize_command(ctrl, action)],
             poll=nvme_sanitize_log_command(ctrl),
+            sanact=4 if action == "crypto" else 2,
         )
     if requested == "nvme-sanitize":
         raise DeelitError(
@@ -130,6 +173,7 @@ def plan_ata(ident: DiskIdentity, sec: AtaSecurity | None, requested: str) -> Pl
             technique="ATA SECURITY ERASE UNIT" + (" (enhanced)" if sec.enhanced_supported else ""),
             tool="hdparm",
             commands=hdparm_erase_commands(ident.path, enhanced=sec.enhanced_supported),
+            confirm=["hdparm", "-I", ident.path],
             timeout_s=max(3600.0, 2 * 60 * (minutes or 0)),
         )
     return overwrite_plan()
@@ -162,16 +206,63 @@ def choose_plan(
     return overwrite_plan()
 
 
-def sanitize_status(log: Any) -> int | None:
-    """SSTAT bits 2:0 from nvme-cli's sanitize-log JSON, wherever this version nests it."""
+@dataclass(frozen=True)
+class SanitizeRecord:
+    """The sanitize log as the drive reports it: SSTAT status, its text, SCDW10."""
+
+    status: int | None
+    text: str = ""
+    cdw10: int | None = None
+    global_erased: int | None = None
+
+
+SSTAT_TEXT = {
+    0: "never sanitized",
+    1: "most recent sanitize completed successfully",
+    2: "sanitize in progress",
+    3: "most recent sanitize failed",
+    4: "most recent sanitize completed successfully (data deallocated although "
+    "No-Deallocate After Sanitize was requested)",
+}
+
+
+def _find(log: Any, key: str) -> Any:
     if isinstance(log, dict):
-        for key, value in log.items():
-            if key.lower() == "sstat":
-                if isinstance(value, int):
-                    return value & 0b111
-                if isinstance(value, dict) and isinstance(value.get("status"), int):
-                    return int(value["status"]) & 0b111
-            found = sanitize_status(value)
+        for k, value in log.items():
+            if k.lower() == key:
+                return value
+        for value in log.values():
+            found = _find(value, key)
             if found is not None:
                 return found
     return None
+
+
+def sanitize_record(log: Any) -> SanitizeRecord:
+    """SSTAT and SCDW10 from nvme-cli's sanitize-log JSON, wherever this version puts them."""
+    sstat = _find(log, "sstat")
+    status: int | None = None
+    text = ""
+    erased: int | None = None
+    if isinstance(sstat, int):
+        status, erased = sstat & 0b111, (sstat >> 8) & 1
+    elif isinstance(sstat, dict):
+        for key, value in sstat.items():
+            if key == "global_erased" and isinstance(value, int):
+                erased = value
+            elif key == "status" and isinstance(value, int):
+                status = value & 0b111
+            elif isinstance(value, str) and (match := re.match(r"\s*\((\d+)\)\s*(.*)", value)):
+                status, text = int(match.group(1)) & 0b111, value.strip()
+    cdw10 = _find(log, "cdw10_info")
+    return SanitizeRecord(
+        status=status,
+        text=text or SSTAT_TEXT.get(status if status is not None else -1, ""),
+        cdw10=cdw10 if isinstance(cdw10, int) else None,
+        global_erased=erased,
+    )
+
+
+def sanitize_status(log: Any) -> int | None:
+    """SSTAT bits 2:0 from nvme-cli's sanitize-log JSON, wherever this version nests it."""
+    return sanitize_record(log).status
