@@ -147,7 +147,12 @@ def wipe(
     json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     mountinfo: Annotated[Path, typer.Option(hidden=True)] = Path("/proc/self/mountinfo"),
 ) -> None:
-    """Erase a disk (NIST SP 800-88 Purge or Clear), verify, and write the certificate."""
+    """Erase a disk (NIST SP 800-88 Purge or Clear), verify, and write the certificate.
+
+    Exit status 0: wiped, result "passed". 2: the wipe ran and its certificate is written,
+    but its result is not a pass ("hidden area not erased" or "unconfirmed"): the disk still
+    needs a wipe. 1 (or 3, a frozen drive): it failed, no certificate.
+    """
     from provisioner.agent import wipe as wiping
     from provisioner.agent.blockdev import Safety
     from provisioner.agent.certificate import Computer
@@ -187,6 +192,8 @@ def wipe(
             result = wiping.wipe(request, safety=safety, progress=tick)
     if json_out:
         print(result.model_dump_json(indent=2))
+        if not result.dry_run and not result.passed:
+            raise typer.Exit(2)
         return
     if result.dry_run:
         out.print(f"{device}: would use [bold]{result.method}[/] (NIST {result.nist_category})")
@@ -199,7 +206,24 @@ def wipe(
             + f" --confirm {result.token}"
         )
         return
-    out.print(f"[bold green]wiped[/] {device} with {result.method} (NIST {result.nist_category})")
+    if result.passed:
+        out.print(
+            f"[bold green]wiped[/] {device} with {result.method} (NIST {result.nist_category})"
+        )
+    else:
+        out.print(
+            f"[bold red]NOT A PASS: {result.result}[/] {device} with {result.method}: the "
+            "disk still needs a wipe (NIST none)"
+        )
+        for line in result.errors:
+            out.print(f"  {line}", highlight=False)
+    if result.hidden_area and result.hidden_area.status != "not applicable":
+        out.print(
+            f"hidden area: {result.hidden_area.status} ({result.hidden_area.detail})",
+            highlight=False,
+        )
+    if result.drive_report:
+        out.print(f"drive: {result.drive_report}", highlight=False)
     if v := result.verification:
         out.print(
             f"verified: {v.scope} read-back, {v.blocks_sampled} of {v.blocks_total} blocks of "
@@ -207,6 +231,8 @@ def wipe(
             highlight=False,
         )
     out.print(f"certificate: {result.certificate}\nsha256: {result.certificate_sha256}")
+    if not result.passed:
+        raise typer.Exit(2)
 
 
 @agent.command("run")

@@ -591,9 +591,8 @@ def wipe(
         before = _fingerprints(ident.path, ident.size_bytes, sample)
         drive = run_firmware(plan)
         verification = verify_changed(ident.path, ident.size_bytes, sample, before)
-        version = tool_version(
-            [plan.tool, "version"] if plan.tool == "nvme-cli" else ["hdparm", "-V"]
-        )
+        # nvme-cli's command is `nvme` ("nvme-cli version" found nothing: always "unknown")
+        version = nvme_tool_version() if plan.tool == "nvme-cli" else tool_version(["hdparm", "-V"])
     if not verification.passed:
         raise DeelitError(
             f"verification of {req.device} failed: {verification.mismatches} of "
@@ -650,6 +649,8 @@ def wipe(
         result=verdict,
         errors=errors,
     )
+    if not passed:
+        cert.post_sanitization_destination = "none yet: the wipe did not pass, wipe it again"
     path, digest = certs.write(cert, req.cert_dir)
     result.certificate, result.certificate_sha256 = str(path), digest
     result.verification = verification

@@ -174,6 +174,62 @@ def test_hdparm_security_section():
     assert plan.timeout_s >= 3600  # at least an hour, twice the drive's own estimate
 
 
+# A laptop HDD with the normal erase only, as hdparm -I prints it (the layout of public captures).
+HDPARM_I_NO_ENHANCED = """
+Commands/features:
+\tEnabled\tSupported:
+\t   *\tSMART feature set
+\t    \tSecurity Mode feature set
+\t   *\tHost Protected Area feature set
+\t   *\tDevice Configuration Overlay feature set
+Security:\x20
+\tMaster password revision code = 65534
+\t\tsupported
+\tnot\tenabled
+\tnot\tlocked
+\tnot\tfrozen
+\tnot\texpired: security count
+\tnot\tsupported: enhanced erase
+\t30min for SECURITY ERASE UNIT.
+HW reset results:
+\tCBLID- above Vih
+\tDevice num = 0 determined by the jumper
+Checksum: correct
+"""
+
+
+def test_normal_erase_only_is_still_security_supported():
+    """"not supported: enhanced erase" clears the enhanced flag only: this drive was read as
+    having no security feature set at all, and got an overwrite instead of its Purge."""
+    sec = ata_security_from_hdparm(HDPARM_I_NO_ENHANCED)
+    assert sec == AtaSecurity(supported=True, erase_minutes=30)
+    plan = choose_plan(ata_disk(), "auto", ata=sec)
+    assert plan.method == "ata-erase" and plan.nist_category == "Purge"
+    assert plan.confirm == ["hdparm", "-I", "/dev/sda"]  # read back after the erase
+    assert ata_security_from_hdparm("Commands/features:\n\tEnabled\tSupported:\n") is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\n/dev/sdb:\n max sectors   = 0/1, HPA setting seems invalid (buggy kernel device driver?)\n",
+        "\n/dev/sdd:\n max sectors   = 66055248/1(156301488?), HPA setting seems invalid\n",
+        "\n/dev/sdb:\n max sectors   = 0/0, HPA is disabled\n",
+        "\n/dev/sda:\n READ_NATIVE_MAX_ADDRESS_EXT failed: Input/output error\n",
+    ],
+)
+def test_hpa_readings_hdparm_itself_distrusts_are_no_reading(text):
+    assert parse_hpa(text) is None
+
+
+def test_acs3_accessible_max_address_reads_like_an_hpa():
+    text = (
+        "\n/dev/sda:\n max sectors   = 976771055/976773168, ACCESSIBLE MAX ADDRESS enabled\n"
+        "Power cycle your device after every ACCESSIBLE MAX ADDRESS\n"
+    )
+    assert parse_hpa(text) == (976771055, 976773168)
+
+
 def test_other_disks_only_overwrite():
     virtio = DiskIdentity(
         path="/dev/vdb",
@@ -216,6 +272,8 @@ def test_hpa_and_dco_reporting():
         ({"nvme0": {"sprog": 65535, "sstat": 0x101, "cdw10_info": 4}}, 1),
         ({"sprog": 100, "sstat": {"global_erased": 0, "status": 2}}, 2),
         ({"sstat": 3}, 3),
+        ({"nvme0": {"sstat": {"status": "(4) Most Recent Sanitize Command (No-Deallocate After "
+                              "Sanitize) Completed Successfully."}}}, 4),
         ({"sprog": 0}, None),
     ],
 )
