@@ -1,7 +1,9 @@
 """`deelit agent wipe --method auto` inside the booted installer (QEMU, TCG): an emulated NVMe
 disk is purged through its firmware (Format NVM), a virtio disk gets the verified overwrite,
 the boot medium is refused, and a wipe cut off by killing the whole VM leaves no certificate
-until a rerun after the next boot finishes it.
+until a rerun after the next boot finishes it. An emulated NVMe that refuses the format (QEMU
+answers Format NVM on a zoned namespace with INVALID FORMAT; it ignores the secure erase
+setting, so that is the refusal it offers) ends the wipe failed: no certificate, never Purge.
 
 The disks are files on this host filled with a known pattern, so "the pattern is gone" is read
 from the files themselves, not from the guest. Certificates go to a small ext4 disk of their
@@ -37,6 +39,8 @@ DISKS = {  # serial -> (size, QEMU device)
     "DLWIPEBIG1": (384 * MiB, "virtio-blk-pci"),  # cut off a third of the way: ~10 s of TCG writes, polled every 2 s
 }
 CERTS_LABEL = "DEELITCERTS"
+ZNS_SERIAL = "DLWIPEZNS1"
+ZNS_SIZE = 128 * MiB  # two zones of 64 MiB (Linux wants a power-of-two zone size)
 
 
 def fill(path: Path, size: int) -> None:
@@ -119,8 +123,9 @@ class Guest:
 
 
 @contextmanager
-def booted(installer: Path, disks: dict[str, Path], key: Path, console: Path) -> Iterator[Guest]:
-    drives: list[str] = []
+def booted(installer: Path, disks: dict[str, Path], key: Path, console: Path,
+           extra: tuple[str, ...] = ()) -> Iterator[Guest]:
+    drives: list[str] = [*extra]
     for i, (serial, (_, device)) in enumerate(DISKS.items()):
         drives += ["-drive", f"file={disks[serial]},format=raw,if=none,id=w{i}",
                    "-device", f"{device},drive=w{i},serial={serial}"]
@@ -193,3 +198,28 @@ def test_wipe_cut_off_by_killing_the_vm_is_not_certified_until_rerun(
         assert done["verification"]["passed"] and done["certificate"]
         guest.check("sync")
     assert pattern_count(big) == 0
+
+
+def test_nvme_that_refuses_the_format_ends_failed_and_never_purge(
+    installer: Path, disks: dict[str, Path], key: Path, tmp_path: Path,
+) -> None:
+    zns = tmp_path / f"{ZNS_SERIAL}.raw"
+    fill(zns, ZNS_SIZE)
+    extra = ("-drive", f"file={zns},format=raw,if=none,id=zns0",
+             "-device", f"nvme,id=nvmezns,serial={ZNS_SERIAL}",
+             "-device", "nvme-ns,drive=zns0,bus=nvmezns,nsid=1,zoned=true,zoned.zone_size=64M")
+    with booted(installer, disks, key, tmp_path / "console.log", extra) as guest:
+        device = guest.device(ZNS_SERIAL)
+        plan = json.loads(guest.check(f"deelit agent wipe {device} --dry-run --json"))
+        assert plan["method"] == "nvme-format", plan  # what the controller advertises
+        code, out, err = guest.run(
+            f"deelit agent wipe {device} --method auto --confirm {plan['token']} --point "
+            "DEELIT-TEST --technician tech-07 --cert-dir /mnt/certs --json")
+        assert code == 1, f"exit {code}\n{out}\n{err}"  # failed: not 0 (passed), not 2 (certified)
+        assert "nvme format" in err and "no certificate written" in err, err
+        assert "Purge" not in out, out
+        certs = guest.check("ls -A /mnt/certs").split()
+        assert not [c for c in certs if c.endswith(".json") and ZNS_SERIAL in
+                    guest.check(f"cat /mnt/certs/{c}")], certs
+        guest.check("sync")
+    assert pattern_count(zns) == ZNS_SIZE // len(PATTERN)  # refused: nothing was erased
