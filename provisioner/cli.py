@@ -19,6 +19,7 @@ from provisioner.errors import DeelitError
 # tests/unit/test_cli.py checks this table against what each module registers.
 AREAS: dict[str, tuple[str, ...]] = {
     "provisioner.build.commands": ("profiles", "show", "build", "boot", "verify", "cache"),
+    "provisioner.build.sign_commands": ("sign",),
     "provisioner.flash.commands": ("flash", "bmap"),
     "provisioner.agent.commands": ("agent",),
     "provisioner.registry.commands": ("registry",),

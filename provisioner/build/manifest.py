@@ -17,9 +17,9 @@ from urllib.parse import quote
 
 from provisioner.build.context import ArtifactFile, BuildContext
 from provisioner.formats import manifest as fm
-from provisioner.formats.manifest import Package
+from provisioner.formats.manifest import Package, sha256_file
+from provisioner.formats.release_signature import SUMS
 
-SUMS = "SHA256SUMS"
 SBOM = "sbom.cdx.json"
 
 
@@ -35,14 +35,6 @@ def installed_packages(tree: Path) -> list[Package]:
             pkgs.append(Package(name=fields["Package"], version=fields["Version"],
                                 architecture=fields["Architecture"]))
     return sorted(pkgs, key=lambda p: (p.name, p.architecture))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(4 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_id(ctx: BuildContext) -> str:

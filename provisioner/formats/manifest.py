@@ -152,11 +152,20 @@ def parse(raw: bytes | str, source: Path | str) -> Manifest:
                           f"{_describe(exc)}; {_rebuild(data)}") from None
 
 
+def sha256_file(path: Path) -> str:
+    """The file's SHA-256 (hex), read in 4 MiB pieces: the one digest of every build file."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(4 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def check_files(manifest: Manifest, folder: Path, names: list[str]) -> None:
     """Each named file of the build folder is the one the manifest describes (size and
     SHA-256): a copy cut short or changed on the way is refused before anything uses it."""
-    import hashlib
-
     recorded = {a.name: a for a in manifest.artifacts}
     for name in names:
         path = folder / name
@@ -169,11 +178,7 @@ def check_files(manifest: Manifest, folder: Path, names: list[str]) -> None:
             raise DeelitError(f"{path}: {size if size is not None else 'missing'} bytes, but "
                               f"{FILENAME} says {art.size}: copy the whole build folder again, "
                               "or rebuild")
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            while chunk := f.read(4 << 20):
-                h.update(chunk)
-        if h.hexdigest() != art.sha256:
+        if sha256_file(path) != art.sha256:
             raise DeelitError(f"{path}: its SHA-256 is not the one in {FILENAME}: the file was "
                               "changed or damaged; copy the whole build folder again, or rebuild")
 
