@@ -73,14 +73,23 @@ def flash_command(
     list_: Annotated[bool, typer.Option("--list", help="Show candidate targets")] = False,
     verify_only: Annotated[bool, typer.Option("--verify-only", help="Only compare the "
                                               "targets with the image; write nothing")] = False,
+    signers: Annotated[Path | None, typer.Option(
+        "--signers", envvar="DEELIT_SIGNERS", help="accept only an image from a build folder "
+        "signed by these keys (deelit sign): an OpenSSH public key file or allowed_signers "
+        "file; the point's setting")] = None,
 ) -> None:
-    """Write IMAGE to every TARGET at once (only the mapped blocks), then read each back."""
+    """Write IMAGE to every TARGET at once (only the mapped blocks), then read each back.
+
+    With --signers (or DEELIT_SIGNERS), IMAGE and its map must be files of a build folder
+    signed by one of them (SHA256SUMS and SHA256SUMS.sig beside IMAGE)."""
     if list_:
         _list(as_json)
         return
     if image is None or not target:
         raise DeelitError("give an IMAGE and at least one TARGET (see `deelit flash --list`)")
     source = open_source(image, bmap)
+    if signers is not None:  # before any target is looked at or written
+        _check_signed(source, signers, quiet=as_json)
     if verify_only:
         _verify_only(source, target, as_json)
         return
@@ -96,6 +105,24 @@ def flash_command(
         _confirm(source, accepted)
     result = _run(source, accepted, verify=not no_verify, show_progress=not as_json)
     _report(source, result, as_json)
+
+
+def _check_signed(source: Source, signers: Path, *, quiet: bool) -> None:
+    """The image (and the map that says what to write) are listed in the signed SHA256SUMS
+    of the build folder they sit in, and that folder is whole."""
+    from provisioner.formats import release_signature as rs
+
+    folder = source.path.parent
+    names = [source.path.name]
+    if source.bmap_path is not None:
+        if source.bmap_path.parent.resolve() != folder.resolve():
+            raise DeelitError(f"--bmap {source.bmap_path}: not in the signed build folder "
+                              f"{folder}; use the map beside the image (leave out --bmap)",
+                              exit_code=2)
+        names.append(source.bmap_path.name)
+    who = rs.check(folder, signers, require=names)
+    if not quiet:
+        _console(stderr=True).print(who, highlight=False, soft_wrap=True)
 
 
 def _list(as_json: bool) -> None:

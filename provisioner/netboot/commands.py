@@ -164,6 +164,25 @@ def stick_queue(
     err.print(f"{len(found)} queued record(s) in {dest / 'queue'}", highlight=False)
 
 
+SignersOpt = Annotated[Path | None, typer.Option(
+    help="accept only builds signed by these keys (deelit sign): an OpenSSH public key file or "
+         "allowed_signers file; the point's setting", envvar="DEELIT_SIGNERS")]
+
+
+def _check_signed(image: Path, installer: Path, signers: Path, *, secure_boot: bool) -> None:
+    """Both build folders are signed by a trusted key and whole, and their signed lists cover
+    every file serve may hand out: any disk image or map the folder holds, each installer file."""
+    from provisioner.formats import manifest as fm
+    from provisioner.formats import release_signature as rs
+    from provisioner.netboot.dnsmasq import INSTALLER_GRUB_NET, INSTALLER_SHIM
+    from provisioner.netboot.http import INSTALLER_FILES
+
+    disk = [p.name for pattern in ("*.img.zst", "*.img", "*.bmap") for p in image.glob(pattern)]
+    boot = (INSTALLER_SHIM, INSTALLER_GRUB_NET) if secure_boot else ()
+    for folder, names in ((image, [fm.FILENAME, *disk]), (installer, [*INSTALLER_FILES, *boot])):
+        err.print(rs.check(folder, signers, require=names), highlight=False)
+
+
 def serve(
     interface: Annotated[str | None, typer.Option(
         help="LAN interface (default: the one with the default route)")] = None,
@@ -199,11 +218,13 @@ def serve(
         "--beside-another-pxe-server", help="start although another PXE server answers on the "
         "LAN; then act only on machines approved here (deelit station approve SERIAL, a "
         "batch), known or not, and send every other one to its own disk")] = False,
+    signers: SignersOpt = None,
 ) -> None:
     """PXE station beside the café's router: proxy-DHCP + TFTP (dnsmasq) + HTTP + registry.
 
     A machine the registry does not know is only inventoried and graded, and waits until a
     volunteer approves it (`deelit station approve`, the page, or --approve-for/--approve-next).
+    With --signers (or DEELIT_SIGNERS), both build folders must be signed by one of them.
     """
     from provisioner.netboot import server
     from provisioner.netboot.approvals import check_count, parse_duration
@@ -218,6 +239,8 @@ def serve(
         raise DeelitError(f"--action: {action!r} is not one of {', '.join(ACTIONS)}")
     if uefi not in ("snponly.efi", "ipxe.efi"):
         raise DeelitError(f"--uefi: {uefi!r} is not one of snponly.efi, ipxe.efi")
+    if signers is not None:  # before anything starts or is written
+        _check_signed(image, installer, signers, secure_boot=secure_boot)
     registry = settings(data or default_data_dir(), db, default_point=point)
     iface = interface or default_interface()
     address, subnet = interface_address(iface)

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import typer
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from provisioner.errors import DeelitError
 from provisioner.flash.commands import register
 from provisioner.formats import bmap as bm
+from provisioner.formats import release_signature as rs
 
 B = bm.BLOCK_SIZE
 
@@ -114,3 +115,94 @@ def test_json_run_starts_without_loading_rich(image: Path, tmp_path: Path) -> No
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["ok"]
     assert "RICH []" in res.stderr, res.stderr
+
+
+# -- a point that accepts only signed builds (--signers / DEELIT_SIGNERS) --------------------
+
+@pytest.fixture
+def build(image: Path, tmp_path: Path) -> Path:
+    """The image in a build folder as `deelit build` leaves it: image, map, SHA256SUMS."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    image.rename(folder / image.name)
+    bm.create(folder / image.name).write(folder / "pupil.bmap")
+    subprocess.run("sha256sum pupil.img pupil.bmap > SHA256SUMS", shell=True, cwd=folder,
+                   check=True)
+    return folder
+
+
+@pytest.fixture
+def kept(tmp_path: Path) -> Path:
+    """A target file that must come out of a refusal untouched."""
+    target = tmp_path / "stick.img"
+    target.write_bytes(b"keep")
+    return target
+
+
+def flash_signed(app: typer.Typer, build: Path, kept: Path, signers: Path,
+                 *extra: str) -> Result:
+    return CliRunner().invoke(app, ["flash", str(build / "pupil.img"), str(kept), "--to-file",
+                                    "--yes", "--signers", str(signers), *extra])
+
+
+def refusal(res: Result, kept: Path) -> str:
+    assert isinstance(res.exception, DeelitError) and res.exception.exit_code == 2, res.output
+    assert kept.read_bytes() == b"keep"  # nothing was written
+    return str(res.exception)
+
+
+def test_signed_build_is_written(app: typer.Typer, build: Path, kept: Path,
+                                 release_keys: Path) -> None:
+    rs.sign(build, release_keys / "partner")
+    res = flash_signed(app, build, kept, release_keys / "partner.pub")
+    assert res.exit_code == 0, res.output
+    assert "signed by partner@ci" in res.output
+    assert kept.read_bytes() == (build / "pupil.img").read_bytes()
+
+
+def test_unsigned_build_is_refused_before_writing(app: typer.Typer, build: Path, kept: Path,
+                                                  release_keys: Path) -> None:
+    message = refusal(flash_signed(app, build, kept, release_keys / "partner.pub"), kept)
+    assert f"{build / 'SHA256SUMS.sig'}: missing, so this build is not signed" in message
+
+
+def test_image_without_a_build_folder_is_refused(app: typer.Typer, image: Path, kept: Path,
+                                                 release_keys: Path) -> None:
+    res = CliRunner().invoke(app, ["flash", str(image), str(kept), "--to-file", "--yes"],
+                             env={"DEELIT_SIGNERS": str(release_keys / "partner.pub")})
+    assert f"{image.parent}: no SHA256SUMS in it" in refusal(res, kept)
+
+
+def test_image_changed_after_signing_is_refused(app: typer.Typer, build: Path, kept: Path,
+                                                release_keys: Path) -> None:
+    rs.sign(build, release_keys / "partner")
+    with (build / "pupil.img").open("r+b") as f:
+        f.seek(B + 7)
+        f.write(b"\x00")
+    message = refusal(flash_signed(app, build, kept, release_keys / "partner.pub"), kept)
+    assert f"{build / 'pupil.img'} was changed or damaged" in message
+
+
+def test_build_signed_by_another_key_is_refused(app: typer.Typer, build: Path, kept: Path,
+                                                release_keys: Path) -> None:
+    rs.sign(build, release_keys / "stranger")
+    res = CliRunner().invoke(app, ["flash", str(build / "pupil.img"), str(kept), "--to-file",
+                                   "--yes", "--json"],
+                             env={"DEELIT_SIGNERS": str(release_keys / "partner.pub")})
+    assert "not among the signers" in refusal(res, kept)
+
+
+def test_image_or_map_outside_the_signed_list_is_refused(app: typer.Typer, build: Path,
+                                                         kept: Path, release_keys: Path,
+                                                         tmp_path: Path) -> None:
+    rs.sign(build, release_keys / "partner")
+    slipped = build / "other.img"
+    slipped.write_bytes((build / "pupil.img").read_bytes())
+    res = CliRunner().invoke(app, ["flash", str(slipped), str(kept), "--to-file", "--yes",
+                                   "--signers", str(release_keys / "partner.pub")])
+    assert f"{slipped}: not listed in {build / 'SHA256SUMS'}" in refusal(res, kept)
+    elsewhere = tmp_path / "elsewhere.bmap"
+    elsewhere.write_bytes((build / "pupil.bmap").read_bytes())
+    message = refusal(flash_signed(app, build, kept, release_keys / "partner.pub",
+                                   "--bmap", str(elsewhere)), kept)
+    assert f"--bmap {elsewhere}: not in the signed build folder" in message

@@ -29,11 +29,10 @@ def keypair(folder: Path, name: str, comment: str, passphrase: str = "") -> Path
 
 
 @pytest.fixture
-def keys(tmp_path: Path) -> Path:
+def keys(release_keys: Path, tmp_path: Path) -> Path:
+    """partner and stranger (conftest.py's), in a folder a test may add keys to."""
     folder = tmp_path / "keys"
-    folder.mkdir()
-    keypair(folder, "partner", "partner@ci")
-    keypair(folder, "stranger", "stranger@elsewhere")
+    shutil.copytree(release_keys, folder)
     return folder
 
 

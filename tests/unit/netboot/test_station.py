@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -14,10 +15,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner, Result
 
 from provisioner.build.manifest import artifact_record
 from provisioner.errors import DeelitError
 from provisioner.formats import bmap as bm
+from provisioner.formats import release_signature as rs
 from provisioner.lab.postgres import PgCluster
 from provisioner.netboot import dnsmasq, images, scripts, server
 from provisioner.netboot.approvals import Approvals
@@ -534,6 +537,90 @@ def test_serve_refuses_a_bad_point_code_before_starting(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "default_point" in str(result.exception) and "2-8 capital letters" in str(result.exception)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- a point that accepts only signed builds (--signers / DEELIT_SIGNERS) --------------------
+
+@pytest.fixture
+def started(cfg: StationConfig, manifest_data: dict[str, Any], release_keys: Path,
+            monkeypatch: pytest.MonkeyPatch) -> list[StationConfig]:
+    """Both build folders signed by the partner; the station's start is recorded, not run."""
+    make_image(cfg.image_dir, manifest_data)
+    for folder in (cfg.image_dir, cfg.installer_dir):
+        names = " ".join(sorted(p.name for p in folder.iterdir()))
+        subprocess.run(f"sha256sum {names} > SHA256SUMS", shell=True, cwd=folder, check=True)
+        rs.sign(folder, release_keys / "partner")
+    runs: list[StationConfig] = []
+
+    def record(station_cfg: StationConfig, **_: object) -> None:
+        shutil.rmtree(station_cfg.run_dir, ignore_errors=True)
+        runs.append(station_cfg)
+
+    monkeypatch.setattr(server, "serve", record)
+    return runs
+
+
+def _serve(cfg: StationConfig, *extra: str, env: dict[str, str] | None = None) -> Result:
+    from provisioner.cli import make_app
+
+    return CliRunner().invoke(make_app("serve"), [
+        "serve", "--interface", "lo", "--image", str(cfg.image_dir), "--installer",
+        str(cfg.installer_dir), "--data", str(cfg.data_dir), *extra], env=env)
+
+
+def _refused(result: Result, cfg: StationConfig, started: list[StationConfig]) -> str:
+    assert isinstance(result.exception, DeelitError), result.output
+    assert result.exception.exit_code == 2
+    assert started == [] and not cfg.data_dir.exists()  # nothing started, nothing written
+    return str(result.exception)
+
+
+def test_serve_starts_with_builds_signed_by_the_points_signers(
+        cfg: StationConfig, started: list[StationConfig], release_keys: Path) -> None:
+    result = _serve(cfg, env={"DEELIT_SIGNERS": str(release_keys / "partner.pub")})
+    assert result.exit_code == 0, result.output
+    assert [s.image_dir for s in started] == [cfg.image_dir]
+    assert result.output.count("signed by partner@ci") == 2  # the image and the installer
+
+
+def test_serve_refuses_an_unsigned_build_before_starting(
+        cfg: StationConfig, started: list[StationConfig], release_keys: Path) -> None:
+    (cfg.image_dir / "SHA256SUMS.sig").unlink()
+    message = _refused(_serve(cfg, "--signers", str(release_keys / "partner.pub")), cfg, started)
+    assert f"{cfg.image_dir / 'SHA256SUMS.sig'}: missing, so this build is not signed" in message
+
+
+def test_serve_refuses_a_build_signed_by_another_key(
+        cfg: StationConfig, started: list[StationConfig], release_keys: Path) -> None:
+    rs.sign(cfg.installer_dir, release_keys / "stranger")
+    result = _serve(cfg, env={"DEELIT_SIGNERS": str(release_keys / "partner.pub")})
+    message = _refused(result, cfg, started)
+    assert f"{cfg.installer_dir / 'SHA256SUMS.sig'}: signed by ssh-ed25519 key" in message
+    assert "not among the signers" in message
+
+
+def test_serve_refuses_an_installer_changed_after_signing(
+        cfg: StationConfig, started: list[StationConfig], release_keys: Path) -> None:
+    (cfg.installer_dir / "initrd.img").write_bytes(b"another initrd")
+    message = _refused(_serve(cfg, "--signers", str(release_keys / "partner.pub")), cfg, started)
+    assert f"{cfg.installer_dir / 'initrd.img'} was changed or damaged" in message
+
+
+def test_serve_refuses_a_disk_image_the_signature_does_not_cover(
+        cfg: StationConfig, started: list[StationConfig], release_keys: Path) -> None:
+    """The station serves the folder's first *.img.zst: one slipped in is refused."""
+    shutil.copyfile(cfg.image_dir / "ci.img.zst", cfg.image_dir / "a.img.zst")
+    message = _refused(_serve(cfg, "--signers", str(release_keys / "partner.pub")), cfg, started)
+    assert f"{cfg.image_dir / 'a.img.zst'}: not listed in" in message
+
+
+def test_serve_without_signers_serves_unsigned_builds_as_before(
+        cfg: StationConfig, started: list[StationConfig]) -> None:
+    for folder in (cfg.image_dir, cfg.installer_dir):
+        (folder / "SHA256SUMS.sig").unlink()
+    result = _serve(cfg)
+    assert result.exit_code == 0, result.output
+    assert len(started) == 1 and "signed by" not in result.output
 
 
 def test_station_routes_limit_bodies_queries_and_the_board(cfg: StationConfig, store: Store) -> None:
