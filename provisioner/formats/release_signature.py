@@ -54,11 +54,12 @@ def sign(out_dir: Path, key: Path) -> Path:
     The listed files are checked first: a folder that no longer matches its list is never
     signed. A passphrase-protected key fails at once with what to do (no prompt)."""
     sums = _sums_path(out_dir, for_signing=True)
-    check_sums(out_dir)
-    _usable_key(key)
+    _usable_key(key)  # before hashing gigabytes
+    data = sums.read_bytes()  # read once: the bytes checked are the bytes signed
+    check_sums(out_dir, parse_sums(data, sums))
     with tempfile.TemporaryDirectory(prefix="deelit-sign-") as tmp:
         copy = Path(tmp) / SUMS
-        copy.write_bytes(sums.read_bytes())  # ssh-keygen writes COPY.sig beside its input
+        copy.write_bytes(data)  # ssh-keygen writes COPY.sig beside its input
         proc = _ssh_keygen(["-Y", "sign", "-f", str(key), "-n", NAMESPACE, str(copy)])
         if proc.returncode != 0:
             raise DeelitError(f"could not sign {sums} with the key given: "
@@ -79,11 +80,19 @@ def _usable_key(key: Path) -> None:
     except OSError as exc:
         raise DeelitError(f"the signing key given (--key) cannot be read: {exc.strerror}; give "
                           "an OpenSSH private key file (ssh-keygen -t ed25519)") from None
-    if _public_key_lines(text):
+    public = _public_key_lines(text)
+    if public:  # ssh-keygen signs through the agent
         if not os.environ.get("SSH_AUTH_SOCK"):
             raise DeelitError("the signing key given is a public key: its private half must be "
                               "in a running ssh-agent (ssh-add KEY), and SSH_AUTH_SOCK is not set")
-        return  # ssh-keygen signs through the agent
+        held = _ssh_keygen(["-L"], tool="ssh-add")
+        if held.returncode != 0 and "no identities" not in held.stdout + held.stderr:
+            raise DeelitError(f"no ssh-agent answers at SSH_AUTH_SOCK ({_last_line(held.stderr)}): "
+                              "start one (eval $(ssh-agent)) and ssh-add the private key")
+        if not any(f" {public[0][1]}" in line for line in held.stdout.splitlines()):
+            raise DeelitError("ssh-agent does not hold the private half of the public key given: "
+                              "ssh-add the private key first")
+        return
     proc = _ssh_keygen(["-y", "-P", "", "-f", str(key)])  # loads it; -P "": never prompts
     if proc.returncode == 0:
         return
@@ -113,22 +122,24 @@ def check(out_dir: Path, signers: Path, *, require: Iterable[str] = ()) -> str:
         raise _refused(f"{sig}: missing, so this build is not signed, and this point accepts "
                        f"only builds signed by a key in {signers}; get the signed build from "
                        "your IT partner (they sign with `deelit sign`)")
-    key_type, fingerprint = signature_key(sig)
-    who = _verify(sums, sig, signers, key_type, fingerprint)
-    listed = check_sums(out_dir, refused=True)
+    # each read once: the list verified is the list checked, the signature shown the one used
+    data, signature = sums.read_bytes(), sig.read_bytes()
+    who = _verify(data, signature, sums, sig, signers)
+    listed = parse_sums(data, sums)
     missing = [n for n in require if n not in listed]
     if missing:
         raise _refused(f"{', '.join(str(out_dir / n) for n in missing)}: not listed in {sums}, so "
                        "the signature does not cover it; use only the files of the signed build "
                        "folder as your IT partner published it")
+    check_sums(out_dir, listed, refused=True)
     return f"{out_dir}: signed by {who}; its {len(listed)} listed files are intact"
 
 
-def signature_key(sig: Path) -> tuple[str, str]:
+def signature_key(sig: Path, signature: bytes | None = None) -> tuple[str, str]:
     """The key type and SHA256 fingerprint (as `ssh-keygen -l` shows it) of the key that made
-    an SSHSIG signature file, read from the file itself."""
+    an SSHSIG signature file (`signature`: its bytes, already read), read from the file itself."""
     try:
-        text = sig.read_text(errors="replace")
+        text = (sig.read_bytes() if signature is None else signature).decode("ascii")
         armored = text.split("-----BEGIN SSH SIGNATURE-----", 1)[1]
         armored = armored.split("-----END SSH SIGNATURE-----", 1)[0]
         blob = base64.b64decode("".join(armored.split()), validate=True)
@@ -143,11 +154,10 @@ def signature_key(sig: Path) -> tuple[str, str]:
     return key_type, f"SHA256:{digest}"
 
 
-def read_sums(out_dir: Path) -> dict[str, str]:
-    """The names and SHA-256 digests that out_dir/SHA256SUMS lists (sha256sum's format)."""
-    sums = _sums_path(out_dir, for_signing=False)
+def parse_sums(data: bytes, sums: Path) -> dict[str, str]:
+    """The names and SHA-256 digests a SHA256SUMS file (sha256sum's format) lists."""
     listed: dict[str, str] = {}
-    for number, line in enumerate(sums.read_text(errors="replace").splitlines(), 1):
+    for number, line in enumerate(data.decode(errors="replace").splitlines(), 1):
         m = _SUM_LINE.match(line)
         if not m or not _NAME.match(m.group(2)) or m.group(2) in listed:
             raise _refused(f"{sums}: line {number} is not `SHA256  NAME` for a file of the "
@@ -158,12 +168,16 @@ def read_sums(out_dir: Path) -> dict[str, str]:
     return listed
 
 
-def check_sums(out_dir: Path, *, refused: bool = False) -> dict[str, str]:
-    """Every file SHA256SUMS lists is there with that SHA-256 (what `sha256sum --check` does);
-    returns the list. The DeelitError names each missing or changed file."""
+def check_sums(out_dir: Path, listed: dict[str, str] | None = None, *,
+               refused: bool = False) -> dict[str, str]:
+    """Every file SHA256SUMS lists (or `listed`, parsed from it) is there with that SHA-256,
+    as `sha256sum --check` does; returns the list. The error names each missing or changed
+    file (exit 2 when `refused`: a build a point turns down)."""
     from provisioner.formats import manifest as fm  # pydantic: loaded only when hashing
 
-    listed = read_sums(out_dir)
+    if listed is None:
+        sums = _sums_path(out_dir, for_signing=not refused)
+        listed = parse_sums(sums.read_bytes(), sums)
     bad = []
     for name, digest in listed.items():
         path = out_dir / name
@@ -188,10 +202,15 @@ class _Signers:
     comments: dict[str, str]  # fingerprint -> the public key line's comment (bare key form)
 
 
-def _verify(sums: Path, sig: Path, signers: Path, key_type: str, fingerprint: str) -> str:
+def _verify(data: bytes, signature: bytes, sums: Path, sig: Path, signers: Path) -> str:
+    """Who signed `data` (SHA256SUMS' bytes) with `signature` (SHA256SUMS.sig's), per ssh-keygen
+    and the trusted signers; the paths only name the files in messages."""
+    key_type, fingerprint = signature_key(sig, signature)
     with tempfile.TemporaryDirectory(prefix="deelit-signers-") as tmp:
         trusted = _signers(signers, Path(tmp))
-        found = _ssh_keygen(["-Y", "find-principals", "-s", str(sig), "-f", str(trusted.allowed)])
+        used = Path(tmp) / SIG
+        used.write_bytes(signature)
+        found = _ssh_keygen(["-Y", "find-principals", "-s", str(used), "-f", str(trusted.allowed)])
         principals = found.stdout.split() if found.returncode == 0 else []
         if not principals:
             raise _refused(f"{sig}: signed by {key_type} key {fingerprint}, which is not among "
@@ -201,7 +220,7 @@ def _verify(sums: Path, sig: Path, signers: Path, key_type: str, fingerprint: st
         failures = []
         for principal in principals:
             proc = _ssh_keygen(["-Y", "verify", "-f", str(trusted.allowed), "-I", principal,
-                                "-n", NAMESPACE, "-s", str(sig)], stdin=sums)
+                                "-n", NAMESPACE, "-s", str(used)], message=data)
             if proc.returncode == 0:
                 named = trusted.comments.get(fingerprint) if principal == _PRINCIPAL else principal
                 return f"{named or signers.name} ({key_type} key {fingerprint})"
@@ -278,27 +297,34 @@ def _sums_path(out_dir: Path, *, for_signing: bool) -> Path:
                    "folder your IT partner published (with SHA256SUMS and SHA256SUMS.sig)")
 
 
-def _ssh_keygen(args: list[str], *, stdin: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """ssh-keygen without a terminal: no tty to prompt on (its own session), no askpass helper,
-    stdin the message or nothing. A run that still hangs is stopped."""
-    exe = shutil.which("ssh-keygen")
+def _ssh_keygen(args: list[str], *, message: bytes = b"",
+                tool: str = "ssh-keygen") -> subprocess.CompletedProcess[str]:
+    """ssh-keygen (or another OpenSSH tool) without a terminal: no tty to prompt on (its own
+    session), no askpass helper, stdin the message or nothing. A run that hangs is stopped."""
+    exe = shutil.which(tool)
     if exe is None:
-        raise DeelitError("ssh-keygen: not found; install OpenSSH's client (apt install "
+        raise DeelitError(f"{tool}: not found; install OpenSSH's client (apt install "
                           "openssh-client)", exit_code=2)
     env = {k: v for k, v in os.environ.items()
            if k not in ("DISPLAY", "WAYLAND_DISPLAY", "SSH_ASKPASS", "SSH_ASKPASS_REQUIRE")}
     try:
-        with (stdin.open("rb") if stdin else open(os.devnull, "rb")) as source:
-            return subprocess.run([exe, *args], stdin=source, capture_output=True, text=True,
-                                  env=env, start_new_session=True, timeout=_TIMEOUT, check=False)
+        proc = subprocess.run([exe, *args], input=message, capture_output=True, env=env,
+                              start_new_session=True, timeout=_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
-        raise DeelitError(f"ssh-keygen {' '.join(args[:2])}: no answer after {_TIMEOUT} s; "
+        raise DeelitError(f"{tool} {' '.join(args[:2])}: no answer after {_TIMEOUT} s; "
                           "stopped", exit_code=2) from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode,
+                                       proc.stdout.decode(errors="replace"),
+                                       proc.stderr.decode(errors="replace"))
 
 
 def _reason(proc: subprocess.CompletedProcess[str], key: Path) -> str:
-    """ssh-keygen's own reason, without the key's path (it stays out of every output)."""
-    return _last_line(proc.stderr.replace(str(key), "KEY")) or f"exit status {proc.returncode}"
+    """ssh-keygen's own reason, without the key's path (it stays out of every output); with
+    KEY.pub, ssh-keygen may name the private key beside it."""
+    text = proc.stderr.replace(str(key), "KEY")
+    if key.name.endswith(".pub"):
+        text = text.replace(str(key)[:-4], "KEY")
+    return _last_line(text) or f"exit status {proc.returncode}"
 
 
 def _last_line(text: str) -> str:

@@ -228,6 +228,20 @@ def test_a_passphrase_key_signs_through_ssh_agent(build: Path, keys: Path, tmp_p
     assert "partner@ci" in rs.check(build, key.with_name("locked.pub"))
 
 
+def test_a_public_key_needs_an_agent_that_holds_it(build: Path, keys: Path,
+                                                  agent: dict[str, str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    with pytest.raises(DeelitError, match="SSH_AUTH_SOCK is not set"):
+        rs.sign(build, keys / "partner.pub")
+    monkeypatch.setenv("SSH_AUTH_SOCK", agent["SSH_AUTH_SOCK"])  # an agent holding no key
+    with pytest.raises(DeelitError) as exc:
+        rs.sign(build, keys / "partner.pub")
+    assert "ssh-agent does not hold the private half" in str(exc.value)
+    assert str(keys) not in str(exc.value)
+    assert not (build / "SHA256SUMS.sig").exists()
+
+
 def test_sign_refuses_a_folder_without_its_list(tmp_path: Path, keys: Path) -> None:
     with pytest.raises(DeelitError) as exc:
         rs.sign(tmp_path, keys / "partner")
