@@ -13,8 +13,14 @@ PYTEST_ARGS ?=
 # `make test MARKERS=` runs everything, `make test MARKERS=heavy_vm` only the long VM tests.
 MARKERS ?= not heavy_vm
 DEMO_ARGS ?=
+# `make partner-check` (ci-examples/): sign with SIGNING_KEY, accept only SIGNER's signature,
+# boot the disk image under FIRMWARE; reports in out/verify-PROFILE.xml and .json
+SIGNING_KEY ?=
+SIGNER ?=
+FIRMWARE ?= bios
 
-.PHONY: setup host-packages test-packages python lock demo image test test-quick lint clean
+.PHONY: setup host-packages test-packages python lock demo image partner-check test test-quick \
+	lint clean
 
 setup: host-packages python
 
@@ -51,6 +57,13 @@ demo: setup
 
 image: setup
 	$(DEELIT) build $(PROFILE)
+
+# What an IT partner's CI runs (ci-examples/): build PROFILE (signed when SIGNING_KEY is set),
+# then verify its folder as a café gets it, with a JUnit and a JSON report beside it.
+partner-check: setup
+	$(DEELIT) build $(PROFILE) $(if $(SIGNING_KEY),--sign $(SIGNING_KEY))
+	$(DEELIT) verify out/$(PROFILE) --firmware $(FIRMWARE) $(if $(SIGNER),--signer $(SIGNER)) \
+		--junit-xml out/verify-$(PROFILE).xml --json out/verify-$(PROFILE).json
 
 lint: python
 	$(VENV)/bin/ruff check provisioner tests bench collections

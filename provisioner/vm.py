@@ -36,6 +36,7 @@ OVMF = {
     "uefi-secureboot": ("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd"),
 }
 GUEST_HOST = "10.0.2.2"  # the host as QEMU user networking shows it to the guest
+VERIFY_SSH_PORT = 2222  # roles/base: deelit-verify-access.service, only in a VM given its key
 
 
 @dataclass
@@ -48,6 +49,9 @@ class VMSpec:
     accel: str = "tcg"
     ssh_port: int | None = None  # host port forwarded to the guest's 22 (None: a free one)
     ssh_pubkey: str | None = None  # handed over as systemd credential ssh.authorized_keys.root
+    # "verify": as credential deelit.verify.ssh-key instead, for the image's own VM-only
+    # access unit (roles/base, deelit-verify-access.service on port 2222): no role needed
+    ssh_access: Literal["technician", "verify"] = "technician"
     smbios_serial: str | None = None
     console_log: Path | None = None  # None: serial console on this terminal
     kernel_args: list[str] = field(default_factory=list)
@@ -57,6 +61,14 @@ class VMSpec:
     @property
     def is_disk(self) -> bool:
         return self.artifact.is_file()
+
+
+PANIC = b"Kernel panic - not syncing"
+
+
+class GuestPanic(DeelitError):
+    """The guest's kernel panicked. Seen now and then under TCG early in the boot (an int3
+    oops while the kernel patches its own code), not on real hardware: worth one more boot."""
 
 
 def free_port() -> int:
@@ -142,7 +154,7 @@ class VM:
         argv = [
             "qemu-system-x86_64", "-accel", spec.accel, "-cpu", "max" if spec.accel == "tcg" else "host",
             "-m", str(spec.memory_mib), "-smp", str(spec.cpus),
-            "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
+            "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:{self.guest_ssh_port}",
             "-device", "virtio-net-pci,netdev=n0",
             "-device", "virtio-rng-pci",
             *self._firmware_args(),
@@ -156,6 +168,10 @@ class VM:
             argv += ["-display", "none", "-serial", f"file:{spec.console_log}", "-monitor", "none"]
         return argv
 
+    @property
+    def guest_ssh_port(self) -> int:
+        return VERIFY_SSH_PORT if self.spec.ssh_access == "verify" else 22
+
     def _firmware_args(self) -> list[str]:
         return firmware_args(self.spec.firmware, self.tmp)
 
@@ -164,7 +180,9 @@ class VM:
         if self.spec.smbios_serial is not None:
             out += ["-smbios", f"type=1,serial={smbios_value(self.spec.smbios_serial)}"]
         if self.spec.ssh_pubkey:
-            cred = f"io.systemd.credential:ssh.authorized_keys.root={self.spec.ssh_pubkey.strip()}"
+            name = ("deelit.verify.ssh-key" if self.spec.ssh_access == "verify"
+                    else "ssh.authorized_keys.root")
+            cred = f"io.systemd.credential:{name}={self.spec.ssh_pubkey.strip()}"
             out += ["-smbios", f"type=11,value={smbios_value(cred)}"]
         return out
 
@@ -231,6 +249,8 @@ class VM:
         if self.server:
             self.server.__enter__()
         interactive = self.spec.console_log is None
+        if self.spec.console_log is not None:  # this boot's console only, from its start
+            self.spec.console_log.write_bytes(b"")
         self.proc = subprocess.Popen(
             argv,
             stdin=None if interactive else subprocess.DEVNULL,
@@ -263,6 +283,7 @@ class VM:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()
+            self._check_no_panic()
             try:
                 with socket.create_connection(("127.0.0.1", self.ssh_port), timeout=5) as s:
                     s.settimeout(10)
@@ -272,6 +293,12 @@ class VM:
                 pass
             time.sleep(2)
         raise TimeoutError(f"no SSH on 127.0.0.1:{self.ssh_port} after {timeout:.0f} s")
+
+    def _check_no_panic(self) -> None:
+        """A guest kernel that panicked never answers: say so now, not after the timeout."""
+        log = self.spec.console_log
+        if log is not None and log.exists() and PANIC in log.read_bytes()[-65536:]:
+            raise GuestPanic(f"the guest's kernel panicked while booting; serial console: {log}")
 
     def _check_alive(self) -> None:
         if not self.alive():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,7 @@ from rich.table import Table
 from provisioner import profile as profiles
 from provisioner.build import pipeline
 from provisioner.build import verify as verifier
+from provisioner.build import verify_report as vr
 from provisioner.build.artifacts.disk import parse_size
 from provisioner.build.cache import Cache
 from provisioner.build.context import BuildContext
@@ -31,7 +33,9 @@ def register(app: typer.Typer) -> None:
     app.command("show")(show)
     app.command("build")(build)
     app.command("boot")(boot)
-    app.command("verify")(verify)
+    # arguments after `--` reach pytest (ctx.args)
+    app.command("verify", context_settings={"allow_extra_args": True,
+                                            "ignore_unknown_options": True})(verify)
     cache_app = typer.Typer(help="Inspect and prune the build cache.", no_args_is_help=True)
     cache_app.command("list")(cache_list)
     cache_app.command("prune")(cache_prune)
@@ -62,9 +66,15 @@ def build(
     out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (default out/PROFILE)")] = None,
     cache: CacheOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="stream mmdebstrap and Ansible")] = False,
+    sign: Annotated[Path | None, typer.Option(
+        "--sign", help="then sign SHA256SUMS with this OpenSSH key (as `deelit sign`)")] = None,
 ) -> None:
     """Build an image: bootstrap, configure, finalize, artifacts, manifest."""
+    from provisioner.formats import release_signature
+
     prof = profiles.load_profile(profile)
+    if sign is not None:  # before an hour of building, not after
+        release_signature.usable_key(sign)
     target = out_dir or Path("out") / prof.name
 
     seen: list[BuildContext] = []
@@ -87,6 +97,10 @@ def build(
     out.print(f"[bold]{manifest.build_id}[/]: {len(manifest.packages)} packages", highlight=False)
     for art in manifest.artifacts:
         out.print(f"  {art.name:<24} {art.size / 1e6:9.1f} MB  {art.sha256[:16]}", highlight=False)
+    if sign is not None:
+        sig = release_signature.sign(target, sign)
+        kind, fingerprint = release_signature.signature_key(sig)
+        out.print(f"signed: {sig} ({kind} key {fingerprint})", highlight=False)
 
 
 FirmwareOpt = Annotated[
@@ -150,25 +164,78 @@ def _disk_image(folder: Path) -> Path:
 
 
 def verify(
-    profile: Annotated[str, typer.Argument(help="profile name in images/ or a YAML path")],
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(
+        help="a build folder (out/NAME, or a copy of one), or a profile name (its out/NAME)")],
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="the build's folder (default out/PROFILE)")
+        Path | None, typer.Option("--out", help="with a profile name: its build folder")
     ] = None,
-    cache: CacheOpt = None,
     firmware: FirmwareOpt = "bios",
     boot_it: Annotated[bool, typer.Option("--boot/--no-boot", help="also check the booted image")] = True,
+    signer: Annotated[Path | None, typer.Option(
+        "--signer", help="refuse the build unless SHA256SUMS.sig is by one of these keys (a "
+                         "public key file or an OpenSSH allowed_signers file)")] = None,
+    junit_xml: Annotated[Path | None, typer.Option(
+        "--junit-xml", help="write a JUnit XML report (one test suite per phase)")] = None,
+    json_file: Annotated[Path | None, typer.Option(
+        "--json", help="write a JSON summary (phases, counts, exit status)")] = None,
 ) -> None:
-    """Run the profile's testinfra suites on the built tree, then on the booted image."""
-    prof = profiles.load_profile(profile)
-    folder = (out_dir or Path("out") / prof.name).absolute()
-    out.print(f"[bold]verify {prof.name}[/]: built tree (chroot)", highlight=False)
-    code = verifier.verify_tree(prof, folder, Cache(cache))
+    """Check a build's artifacts: files against the manifest, the role suites on the tree
+    unpacked from its squashfs, then on its booted disk image (or netboot files). Exit 0:
+    all passed; 1: a check failed; 2: unusable input. Arguments after -- go to pytest."""
+    outcome = vr.Outcome(target)
+    extra = list(ctx.args)
+    try:
+        with tempfile.TemporaryDirectory(prefix="deelit-verify-report-") as tmp:
+            _verify_phases(target, out_dir, _firmware(firmware), boot_it, signer, extra,
+                           outcome, Path(tmp))
+            vr.write(outcome, junit_xml, json_file)
+    except DeelitError as exc:
+        outcome.phases.append(vr.Phase("input", exit=vr.UNUSABLE, message=str(exc)))
+        vr.write(outcome, junit_xml, json_file)
+        raise DeelitError(str(exc), exit_code=vr.UNUSABLE) from None
+    for p in outcome.phases:
+        out.print(f"  {p.name:24} {'passed' if p.exit == 0 else 'FAILED' if p.exit == 1 else 'unusable'}"
+                  f"  ({p.tests} tests, {p.failures} failed, {p.errors} errors, {p.skipped} skipped)",
+                  highlight=False)
+    raise typer.Exit(outcome.exit)
+
+
+def _verify_phases(target: str, out_dir: Path | None, firmware: verifier.Firmware,
+                   boot_it: bool, signer: Path | None, extra: list[str], outcome: vr.Outcome,
+                   tmp: Path) -> None:
+    given = Path(target)
+    if given.is_dir():
+        folder = given.absolute()
+    elif "/" in target or target.startswith("."):
+        raise DeelitError(f"{target}: no such build folder")
+    else:
+        folder = (out_dir or Path("out") / profiles.load_profile(target).name).absolute()
+    build = verifier.load_build(folder)
+    outcome.profile, outcome.build_id = build.profile.name, build.manifest.build_id
+    signed = ""
+    if signer is not None:
+        from provisioner.formats import release_signature
+
+        signed = "; " + release_signature.check(folder, signer, require=[fm.FILENAME])
+        out.print(signed[2:], highlight=False)
+    outcome.phases.append(vr.Phase("checksums", exit=vr.PASSED, message=(
+        f"{len(build.manifest.artifacts)} files as listed{signed}")))
+    out.print(f"[bold]verify {build.profile.name}[/] ({build.manifest.build_id}): "
+              f"{len(build.manifest.artifacts)} files match {fm.FILENAME}; tree (chroot)",
+              highlight=False)
+    junit = tmp / "tree.xml"
+    code = verifier.verify_tree(build, extra, junit)
+    outcome.phases.append(vr.Phase("tree", exit=vr.exit_status(code), junit=junit))
     if boot_it:
         console_log = folder.parent / f"{folder.name}-console.log"
-        out.print(f"[bold]verify {prof.name}[/]: booted ({firmware}; console: {console_log})",
+        out.print(f"[bold]verify {build.profile.name}[/]: booted "
+                  f"{verifier.boot_artifact(build).name} ({firmware}; console: {console_log})",
                   highlight=False)
-        code = verifier.verify_booted(prof, folder, _firmware(firmware), console_log) or code
-    raise typer.Exit(code)
+        junit = tmp / "booted.xml"
+        code = verifier.verify_booted(build, firmware, console_log, extra, junit)
+        outcome.phases.append(vr.Phase(f"booted-{firmware}", exit=vr.exit_status(code),
+                                       junit=junit))
 
 
 def cache_list(cache: CacheOpt = None) -> None:

@@ -54,7 +54,7 @@ def sign(out_dir: Path, key: Path) -> Path:
     The listed files are checked first: a folder that no longer matches its list is never
     signed. A passphrase-protected key fails at once with what to do (no prompt)."""
     sums = _sums_path(out_dir, for_signing=True)
-    _usable_key(key)  # before hashing gigabytes
+    usable_key(key)  # before hashing gigabytes
     data = sums.read_bytes()  # read once: the bytes checked are the bytes signed
     check_sums(out_dir, parse_sums(data, sums))
     with tempfile.TemporaryDirectory(prefix="deelit-sign-") as tmp:
@@ -73,7 +73,7 @@ def sign(out_dir: Path, key: Path) -> Path:
     return dest
 
 
-def _usable_key(key: Path) -> None:
+def usable_key(key: Path) -> None:
     """Refuses, without any prompt, a key ssh-keygen could only use after asking a person."""
     try:
         text = key.read_text(errors="replace")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
+
 
 def test_locale_is_generated_and_default(host: Any, profile: dict[str, Any]) -> None:
     locale = profile["locale"]
@@ -66,3 +68,24 @@ def test_own_name_resolves_without_dns(host: Any) -> None:
     hosts_line = [ln for ln in host.file("/etc/nsswitch.conf").content_string.splitlines()
                   if ln.startswith("hosts:")]
     assert hosts_line and "myhostname" in hosts_line[0]
+
+
+def test_verify_access_only_in_a_vm_handed_a_key(host: Any, role_settings: Any,
+                                                  booted: bool) -> None:
+    """deelit verify's way in (roles/base): enabled in the image, running only where systemd
+    imported the deelit.verify.ssh-key credential and found a VM; the SSH service itself stays
+    off unless technician_ssh configured it."""
+    if not role_settings("base")["base_verify_access"]:
+        pytest.skip("this profile turns deelit verify's access off")
+    unit = host.service("deelit-verify-access")
+    assert unit.is_enabled
+    assert host.file("/etc/systemd/system/ssh.service.d/deelit-base.conf").contains(
+        "ConditionPathExists=/etc/ssh/sshd_config.d/50-deelit.conf")
+    if not booted:
+        return
+    handed = host.run("test -s /run/credentials/@system/deelit.verify.ssh-key").rc == 0
+    in_vm = host.run("systemd-detect-virt --vm --quiet").rc == 0
+    assert unit.is_running == (handed and in_vm)
+    # (images without iproute2 have no ss for testinfra's socket module: bash's /dev/tcp)
+    answers = host.run("timeout 10 bash -c '</dev/tcp/127.0.0.1/2222'").rc == 0
+    assert answers == (handed and in_vm)

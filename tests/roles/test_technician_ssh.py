@@ -1,4 +1,4 @@
-"""Role `technician_ssh`: key-only SSH when a key is given, no SSH at all otherwise."""
+"""Role `technician_ssh`: key-only SSH when a key is given, no SSH service otherwise."""
 
 from __future__ import annotations
 
@@ -20,8 +20,13 @@ def enabled(ssh_vars: dict[str, Any]) -> bool:
     )
 
 
-def test_ssh_present_only_with_a_key(host: Any, ssh_vars: dict[str, Any]) -> None:
-    assert host.package("openssh-server").is_installed == enabled(ssh_vars)
+def test_ssh_runs_only_with_a_key(host: Any, ssh_vars: dict[str, Any], booted: bool) -> None:
+    """Without this role's configuration the SSH service does not start (roles/base's drop-in:
+    the package is in every image for deelit verify's VM-only access)."""
+    configured = host.file("/etc/ssh/sshd_config.d/50-deelit.conf").exists
+    assert configured == enabled(ssh_vars)
+    if booted:
+        assert host.service("ssh").is_running == enabled(ssh_vars)
 
 
 def test_key_only_login(host: Any, ssh_vars: dict[str, Any], booted: bool) -> None:
