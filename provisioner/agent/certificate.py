@@ -136,7 +136,7 @@ def check_technician_id(value: str) -> str:
 
 def filename(cert: Certificate) -> str:
     who = re.sub(r"[^A-Za-z0-9._-]", "_", cert.media.serial or cert.media.kernel_name)
-    stamp = re.sub(r"[^0-9TZ]", "", cert.finished_at.split(".")[0]) + "Z"
+    stamp = re.sub(r"[^0-9T]", "", cert.finished_at[:19]) + "Z"  # 2026-12-06T06:34:04 (UTC)
     return f"wipe-{who}-{stamp}.json"
 
 

@@ -162,24 +162,35 @@ def _signed_rows(device: DeviceWithEvents, signed: SignedCertificate) -> list[tu
     media, san = cert.get("media", {}), cert.get("sanitization", {})
     ver, c = cert.get("verification", {}), signed.countersignature
 
-    def join(*parts: object) -> str:
-        return " ".join(str(p) for p in parts if p not in (None, "")) or "-"
+    def join(*parts: object, sep: str = " ") -> str:
+        return sep.join(str(p) for p in parts if p not in (None, "")) or "-"
 
-    size = media.get("size_bytes")
+    real = media.get("size_real_bytes") or media.get("size_bytes")
+    apparent = media.get("size_apparent_bytes") or media.get("size_bytes")
+    hidden = cert.get("hidden_area") or {}
+    seconds, rate = cert.get("duration_s"), cert.get("throughput_bytes_per_s")
     return [
         ("Organisation", str(cert.get("organisation", "-"))),
         ("Asset tag", device.asset_tag),
         ("Computer", join(device.maker, device.model, device.serial)),
         ("Media", join(media.get("maker"), media.get("model"), media.get("serial"),
-                       media.get("type"), f"{size / 1e9:.1f} GB" if size else None)),
-        ("Hidden areas", "; ".join(map(str, cert.get("hidden_areas", []))) or "-"),
-        ("Method", join(san.get("nist_category"), san.get("method"), san.get("technique"))),
+                       media.get("media_type") or media.get("type"))),
+        ("Size", join(f"{real / 1e9:.1f} GB real" if real else None,
+                      f"{apparent / 1e9:.1f} GB apparent" if apparent else None, sep=", ")),
+        ("Hidden areas", join(hidden.get("status"), hidden.get("detail"), sep=": ") if hidden
+         else "; ".join(map(str, cert.get("hidden_areas", []))) or "-"),
+        ("Method", join(san.get("nist_category"), san.get("method"))),
+        ("Technique", str(san.get("technique", "-"))),
         ("Tool", join(san.get("tool"), san.get("tool_version"))),
         ("Verification", join(ver.get("scope"), "passed" if ver.get("passed") else "FAILED",
                               f"({ver.get('mismatches', '?')} mismatches)")),
         ("Result", str(cert.get("result", "-"))),
+        ("Errors", "; ".join(map(str, cert.get("errors", []))) or "none"),
         ("Started", str(cert.get("started_at", "-"))),
         ("Finished", str(cert.get("finished_at", "-"))),
+        ("Duration", join(f"{seconds:.0f} s" if isinstance(seconds, (int, float)) else None,
+                          f"{rate / 1e6:.0f} MB/s" if isinstance(rate, (int, float)) else None,
+                          sep=", ")),
         ("Technician id", str(cert.get("technician_id", "-"))),
         ("Certificate id", str(cert.get("certificate_id", "-"))),
         ("Certificate SHA-256", c.certificate_sha256),
