@@ -10,6 +10,7 @@ from provisioner.errors import DeelitError
 DEBIAN_PACKAGE = {
     "dmidecode": "dmidecode",
     "lsblk": "util-linux",
+    "blockdev": "util-linux",
     "smartctl": "smartmontools",
     "nvme": "nvme-cli",
     "hdparm": "hdparm",
