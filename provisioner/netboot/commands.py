@@ -123,6 +123,11 @@ def _batch_text(status: dict[str, object]) -> str:
     return ", ".join(parts)
 
 
+SignersOpt = Annotated[Path | None, typer.Option(
+    help="accept only builds signed by these keys (deelit sign): an OpenSSH public key file or "
+         "allowed_signers file; the point's setting", envvar="DEELIT_SIGNERS")]
+
+
 @stick_app.command("prepare")
 def stick_prepare(
     stick: Annotated[Path, typer.Argument(help="stick (or image file) written with the "
@@ -135,15 +140,23 @@ def stick_prepare(
     batch: Annotated[bool, typer.Option(
         "--batch-no-questions", help="laptops booted from this stick are wiped WITHOUT typing "
         "the serial's last four characters first; label the stick so")] = False,
+    signers: SignersOpt = None,
 ) -> None:
     """Copy the target image and station.json onto the stick, with an empty queue folder.
 
     A laptop booted from it asks, on its own screen, for its serial's last four characters
-    before its disk is wiped or written (unless --batch-no-questions)."""
+    before its disk is wiped or written (unless --batch-no-questions). With --signers (or
+    DEELIT_SIGNERS) the image's build folder must be signed by one of them."""
     from provisioner.netboot import usb
 
     if action not in ("wipe-install", "install", "inventory"):
         raise DeelitError(f"--action: {action!r} is not one of wipe-install, install, inventory")
+    if signers is not None:  # before anything is copied onto the stick
+        from provisioner.formats import manifest as fm
+        from provisioner.formats import release_signature as rs
+
+        disk = [p.name for pattern in ("*.img.zst", "*.bmap") for p in image.glob(pattern)]
+        err.print(rs.check(image, signers, require=[fm.FILENAME, *disk]), highlight=False)
     usb.prepare(stick, image, action=action, point=point, thresholds=thresholds, batch=batch)
     err.print(f"{stick}: image from {image}, action {action}", highlight=False)
     if batch:
@@ -162,11 +175,6 @@ def stick_queue(
 
     found = usb.read_queue(stick, dest)
     err.print(f"{len(found)} queued record(s) in {dest / 'queue'}", highlight=False)
-
-
-SignersOpt = Annotated[Path | None, typer.Option(
-    help="accept only builds signed by these keys (deelit sign): an OpenSSH public key file or "
-         "allowed_signers file; the point's setting", envvar="DEELIT_SIGNERS")]
 
 
 def _check_signed(image: Path, installer: Path, signers: Path, *, secure_boot: bool) -> None:

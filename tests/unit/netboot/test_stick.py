@@ -84,3 +84,32 @@ def test_a_damaged_image_is_refused_before_the_stick_is_written(tmp_path: Path,
     with pytest.raises(DeelitError, match=r"pupil.img.zst: its SHA-256 is not the one in manifest.json"):
         usb.prepare(stick, image)
     assert stick.read_bytes() == before  # nothing half-written
+
+
+def test_a_point_with_signers_gets_only_signed_images_on_its_sticks(
+        tmp_path: Path, manifest_data: dict[str, Any], release_keys: Path) -> None:
+    """`deelit stick prepare --signers` (or DEELIT_SIGNERS): an unsigned build is refused
+    before the stick is touched; the partner's signed one goes on."""
+    from typer.testing import CliRunner
+
+    from provisioner.cli import make_app
+    from provisioner.formats import release_signature as rs
+
+    stick = stick_file(tmp_path / "stick.raw")
+    image = build_folder(tmp_path / "pupil", "pupil", manifest_data)
+    subprocess.run("sha256sum manifest.json pupil.bmap pupil.img.zst > SHA256SUMS", shell=True,
+                   cwd=image, check=True)
+    before = stick.read_bytes()
+
+    def prepare() -> Any:
+        return CliRunner().invoke(make_app("stick"), ["stick", "prepare", str(stick), "--image",
+                                                      str(image)],
+                                  env={"DEELIT_SIGNERS": str(release_keys / "partner.pub")})
+
+    refused = prepare()
+    assert isinstance(refused.exception, DeelitError) and refused.exception.exit_code == 2
+    assert "SHA256SUMS.sig" in str(refused.exception) and stick.read_bytes() == before
+    rs.sign(image, release_keys / "partner")
+    done = prepare()
+    assert done.exit_code == 0, done.output
+    assert "signed by partner@ci" in done.output and stick.read_bytes() != before
