@@ -377,8 +377,9 @@ def _wipe_and_install(cfg: AgentConfig, action: str, computer: Computer, record:
         station.progress("wipe", "recording the wipe certificate")
         reporter.deliver(record)
         if verdict != "passed":
-            raise DeelitError(f"the wipe of {target} ended '{verdict}': the disk is not "
-                              "imaged (see the certificate); erase it another way or retire it")
+            why = "; ".join(result.errors) or "see the certificate"
+            raise DeelitError(f"the wipe of {target} ended '{verdict}', so the disk is not "
+                              f"imaged: {why}")
     station.progress("install", f"writing {build_id} to {target}", percent=0.0)
     last = [0.0]
 
