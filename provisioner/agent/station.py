@@ -364,7 +364,7 @@ def _wipe_and_install(cfg: AgentConfig, action: str, computer: Computer, record:
             technician_id=cfg.extra.get("technician") or "deelit-agent",
             computer=computer), safety=safety, progress=wipe_tick)
         text = Path(str(result.certificate)).read_text()
-        verdict = str(json.loads(text).get("result", "passed"))
+        verdict = str(result.result)
         # The whole certificate goes with the event: the station countersigns and keeps it
         record.add("wiped", certificate_sha256=result.certificate_sha256, method=result.method,
                    nist_category=result.nist_category, tool="deelit agent", result=verdict,
@@ -376,7 +376,7 @@ def _wipe_and_install(cfg: AgentConfig, action: str, computer: Computer, record:
         # netboot mode the certificate file lives in RAM and is gone at the reboot.
         station.progress("wipe", "recording the wipe certificate")
         reporter.deliver(record)
-        if verdict != "passed":
+        if not result.passed:
             why = "; ".join(result.errors) or "see the certificate"
             raise DeelitError(f"the wipe of {target} ended '{verdict}', so the disk is not "
                               f"imaged: {why}")
