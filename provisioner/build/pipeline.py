@@ -15,7 +15,9 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from provisioner.build import bootstrap as bootstrap_mod
@@ -50,10 +52,12 @@ def write_artifacts(ctx: BuildContext) -> None:
     staged = ctx.work / "artifacts"
     staged.mkdir()
     outputs = ctx.profile.outputs
+    writers: list[Callable[[], object]] = []
     if outputs.disk is not None:
-        disk.write(ctx, outputs.disk, staged)
+        writers.append(partial(disk.write, ctx, outputs.disk, staged))
     if outputs.netboot is not None:
-        netboot.write(ctx, outputs.netboot, staged)
+        writers.append(partial(netboot.write, ctx, outputs.netboot, staged))
+    side_by_side(writers)
     ctx.artifacts = [
         artifact_record(path, _kind(path.name)) for path in sorted(staged.iterdir())
     ]
@@ -61,6 +65,20 @@ def write_artifacts(ctx: BuildContext) -> None:
     ctx.artifacts_dir = ctx.cache.store(
         "artifacts", ctx.keys.artifacts, staged, {"profile": ctx.profile.name, "tree": ctx.keys.tree}
     )
+
+
+def side_by_side(writers: list[Callable[[], object]]) -> None:
+    """Runs each writer in its own thread and waits for all; the first failure is raised.
+
+    The disk's mke2fs -d is single-threaded and waits on the file system, so the squashfs
+    (both formats read the same cached tree and write files of their own names) uses the
+    other core meanwhile. A failure is raised only when the others have ended, so no
+    process still writes into the staging folder while the step cleans it up.
+    """
+    with ThreadPoolExecutor(max_workers=max(1, len(writers)), thread_name_prefix="artifacts") as pool:
+        futures = [pool.submit(write) for write in writers]
+    for future in futures:  # the pool's end waited for all of them
+        future.result()
 
 
 def publish(ctx: BuildContext) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,31 @@ def test_source_date_epoch_is_in_every_key() -> None:
     a, b = keys_for("ci", roles, sde=1), keys_for("ci", roles, sde=2)
     assert a.bootstrap != b.bootstrap and a.tree != b.tree
     assert all(x != y for x, y in zip(a.layers, b.layers, strict=True))
+
+
+def test_the_artifact_writers_run_side_by_side() -> None:
+    """Each waits for the other at a barrier: run one after the other, the first times out."""
+    meet = threading.Barrier(2, timeout=10)
+    ran: list[str] = []
+
+    def writer(name: str) -> None:
+        meet.wait()
+        ran.append(name)
+
+    pipeline.side_by_side([lambda: writer("disk"), lambda: writer("netboot")])
+    assert sorted(ran) == ["disk", "netboot"]
+
+
+def test_a_failing_writer_is_raised_after_the_other_has_ended() -> None:
+    ended = threading.Event()
+
+    def fails() -> None:
+        raise DeelitError("mksquashfs exited with 1")
+
+    def slow() -> None:
+        time.sleep(0.3)
+        ended.set()
+
+    with pytest.raises(DeelitError, match="mksquashfs"):
+        pipeline.side_by_side([slow, fails])
+    assert ended.is_set()
