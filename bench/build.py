@@ -34,6 +34,10 @@ from provisioner.build.mirrors import resolve_mirrors
 from provisioner.formats import manifest as fm
 from provisioner.profile import PROJECT_ROOT, load_profile
 
+# Two builds' trees and artifacts plus the floor's tree and images (pupil: a run with 22 GB
+# free ran out in the floor's zstd).
+NEEDS_FREE = 25 * 10**9
+
 
 def timed_build(profile_name: str, out: Path, cache: Cache, project: Path = PROJECT_ROOT,
                 steps: dict[str, float] | None = None) -> float:
@@ -78,6 +82,11 @@ def main() -> None:
     profile_name = sys.argv[1] if len(sys.argv) > 1 else "ci"
     # Pinned, so that a commit landing while the bench runs cannot invalidate its cache.
     os.environ.setdefault("SOURCE_DATE_EPOCH", "1767225600")
+    free = shutil.disk_usage("/var/tmp").free
+    if free < NEEDS_FREE:
+        sys.exit(f"bench/build.py: /var/tmp has {free / 1e9:.0f} GB free; a pupil run needs about "
+                 f"{NEEDS_FREE / 1e9:.0f} GB (two builds, the floor's tree and images): free some "
+                 "first, e.g. 'deelit cache prune --older-than 7'")
     with tempfile.TemporaryDirectory(prefix="deelit-bench-", dir="/var/tmp") as tmp_name:
         tmp = Path(tmp_name)
         cache = Cache(tmp / "cache")
