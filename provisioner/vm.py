@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -64,6 +65,9 @@ class VMSpec:
 
 
 PANIC = b"Kernel panic - not syncing"
+# QEMU's multi-threaded TCG now and then lets one vCPU run a stale int3 while the other patches
+# kernel code (a static key, early in the boot): an emulator fault, not seen on hardware.
+TCG_CODE_PATCH_OOPS = b"Oops: int3"
 
 
 class GuestPanic(DeelitError):
@@ -146,6 +150,7 @@ class VM:
         self.server: ArtifactServer | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.command: list[str] = []  # the QEMU command line, once started
+        self.booted_again = False  # after a TCG code-patching oops (wait_for_ssh)
 
     # --- command line ---------------------------------------------------------------------
 
@@ -245,9 +250,12 @@ class VM:
         self.stop()
 
     def start(self) -> None:
-        argv = self.command = self.argv()
         if self.server:
             self.server.__enter__()
+        self._launch()
+
+    def _launch(self) -> None:
+        argv = self.command = self.argv()
         interactive = self.spec.console_log is None
         if self.spec.console_log is not None:  # this boot's console only, from its start
             self.spec.console_log.write_bytes(b"")
@@ -283,6 +291,9 @@ class VM:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()
+            if self._boot_again_after_tcg_oops():
+                deadline = time.monotonic() + timeout
+                continue
             self._check_no_panic()
             try:
                 with socket.create_connection(("127.0.0.1", self.ssh_port), timeout=5) as s:
@@ -293,6 +304,23 @@ class VM:
                 pass
             time.sleep(2)
         raise TimeoutError(f"no SSH on 127.0.0.1:{self.ssh_port} after {timeout:.0f} s")
+
+    def _boot_again_after_tcg_oops(self) -> bool:
+        """Powers the guest off and on once when its kernel died of TCG's int3 fault (the
+        console of that boot is kept beside the log, as .panic); any other panic stays one."""
+        log = self.spec.console_log
+        if self.booted_again or log is None or not log.exists():
+            return False
+        tail = log.read_bytes()[-65536:]
+        if PANIC not in tail or TCG_CODE_PATCH_OOPS not in tail:
+            return False
+        shutil.copyfile(log, log.with_name(log.name + ".panic"))
+        procs.stop(self.proc)
+        self.booted_again = True
+        print(f"deelit vm: the guest's kernel hit TCG's int3 fault while booting ({log}.panic); "
+              "booting it once more", file=sys.stderr)
+        self._launch()
+        return True
 
     def _check_no_panic(self) -> None:
         """A guest kernel that panicked never answers: say so now, not after the timeout."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from provisioner.errors import DeelitError
-from provisioner.vm import OVMF_DIR, VM, VMSpec, smbios_value
+from provisioner.vm import OVMF_DIR, VM, GuestPanic, VMSpec, smbios_value
 
 
 @pytest.fixture
@@ -77,3 +78,58 @@ def test_missing_artifact_is_named(tmp_path: Path) -> None:
 
 def test_smbios_values_double_commas() -> None:
     assert smbios_value("MacBookPro15,1") == "MacBookPro15,,1"
+
+
+# A stand-in for QEMU: each start counts itself in `boots`; while `boots` is below `panics`
+# it prints a panic to the console log (with TCG's int3 oops when `oops` is set) and hangs,
+# as a panicked guest does; after that it answers as the guest's SSH server would.
+FAKE_GUEST = """
+import socket, sys, time
+log, port, boots, panics, oops = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
+with open(boots, "a+") as f:
+    f.write("x")
+    f.seek(0)
+    n = len(f.read())
+if n <= panics:
+    with open(log, "w") as f:
+        f.write(("Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\\n" if oops == "1" else "")
+                + "Kernel panic - not syncing: Fatal exception in interrupt\\n")
+    time.sleep(60)
+srv = socket.create_server(("127.0.0.1", port))
+while True:
+    conn, _ = srv.accept()
+    conn.sendall(b"SSH-2.0-fake\\r\\n")
+    conn.close()
+"""
+
+
+def fake_guest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, panics: int, oops: bool) -> VM:
+    log, boots = tmp_path / "console.log", tmp_path / "boots"
+    vm = VM(VMSpec(artifact=tmp_path, console_log=log))
+    monkeypatch.setattr(vm, "argv", lambda: [sys.executable, "-c", FAKE_GUEST, str(log),
+                                             str(vm.ssh_port), str(boots), str(panics),
+                                             "1" if oops else "0"])
+    return vm
+
+
+def test_a_tcg_int3_oops_while_booting_boots_the_guest_once_more(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with fake_guest(tmp_path, monkeypatch, panics=1, oops=True) as vm:
+        vm.wait_for_ssh(30)
+        assert vm.booted_again
+    assert (tmp_path / "boots").read_text() == "xx"
+    assert b"Oops: int3" in (tmp_path / "console.log.panic").read_bytes()
+
+
+def test_the_same_oops_twice_is_a_panic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with fake_guest(tmp_path, monkeypatch, panics=2, oops=True) as vm, \
+            pytest.raises(GuestPanic, match="panicked"):
+        vm.wait_for_ssh(30)
+    assert (tmp_path / "boots").read_text() == "xx"
+
+
+def test_any_other_panic_is_not_booted_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with fake_guest(tmp_path, monkeypatch, panics=1, oops=False) as vm, \
+            pytest.raises(GuestPanic, match="panicked"):
+        vm.wait_for_ssh(30)
+    assert (tmp_path / "boots").read_text() == "x"
