@@ -71,8 +71,8 @@ TCG_CODE_PATCH_OOPS = b"Oops: int3"
 
 
 class GuestPanic(DeelitError):
-    """The guest's kernel panicked. Seen now and then under TCG early in the boot (an int3
-    oops while the kernel patches its own code), not on real hardware: worth one more boot."""
+    """The guest's kernel panicked (after TCG's int3 fault, only on the second boot: see
+    VM._boot_again_after_tcg_oops)."""
 
 
 def free_port() -> int:
